@@ -1,0 +1,112 @@
+"""Low-rank token experts and their refinement of routed tokens (SPEC-spectralmoe §3, §5).
+
+Expert e of layer ℓ owns m learned tokens T_{ℓ,e} = A_{ℓ,e} B_{ℓ,e} ∈ R^{m×d}, with A ∈ R^{m×r} (Kaiming-uniform,
+a = √5) and B ∈ R^{r×d} (zeros). A token x sent to expert e gets the refinement
+
+    Δ(x) = Σ_{i=2..m} a_i · t2f(t_i)
+
+where a = softmax over all m tokens of the expert logits (the first token joins the normalisation but not the sum):
+
+- ``official``: logits_i = (Σ_c x_c)(Σ_c t_{i,c}) / √d — what the public code computes (sum times sum);
+- ``dot``:      logits_i = x · t_i / √d — the dot product the paper and Rein describe.
+
+Compute is grouped by expert: each expert only sees the tokens routed to it (never all E for every token).
+For k > 1 the per-expert refinements of a token are combined by ``combine``:
+
+- ``official``: log Σ_e exp(Δ_e) over the chosen experts, without gate weights (the public combiner; identity for
+  k = 1);
+- ``weighted``: Σ_e gate_e · Δ_e.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+EXPERT_LOGITS = ("official", "dot")
+COMBINES = ("official", "weighted")
+
+
+class TokenExperts(nn.Module):
+    """A_{ℓ,e} and B_{ℓ,e} for L layers × E experts, stored as two stacked parameters.
+
+    experts_a: L×E×m×r, experts_b: L×E×r×d.
+    """
+
+    def __init__(self, num_layers: int, num_experts: int, num_tokens: int, rank: int, dim: int):
+        super().__init__()
+        self.num_layers, self.num_experts = num_layers, num_experts
+        self.num_tokens, self.rank, self.dim = num_tokens, rank, dim
+        self.experts_a = nn.Parameter(torch.empty(num_layers, num_experts, num_tokens, rank))
+        self.experts_b = nn.Parameter(torch.zeros(num_layers, num_experts, rank, dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Kaiming-uniform with a = √5 on each m×r matrix: bound = 1/√r (fan_in = r)
+        if self.experts_a.device.type == "meta":
+            return
+        for layer in range(self.num_layers):
+            for e in range(self.num_experts):
+                nn.init.kaiming_uniform_(self.experts_a.data[layer, e], a=math.sqrt(5))
+        nn.init.zeros_(self.experts_b)
+
+    def tokens(self, layer: int) -> Tensor:
+        """E×m×d expert tokens of one layer."""
+        return self.experts_a[layer] @ self.experts_b[layer]
+
+    def all_tokens(self) -> Tensor:
+        """L×E×m×d expert tokens of every layer."""
+        return self.experts_a @ self.experts_b
+
+
+def expert_attention(x: Tensor, tokens: Tensor, mode: str) -> Tensor:
+    """Attention weights of tokens x (n×d) over one expert's m tokens (m×d) → n×m (softmax over m)."""
+    d = x.shape[-1]
+    if mode == "official":
+        logits = x.sum(-1, keepdim=True) * tokens.sum(-1)[None, :] / math.sqrt(d)
+    elif mode == "dot":
+        logits = x @ tokens.t() / math.sqrt(d)
+    else:
+        raise ValueError(f"unknown expert_logits {mode!r}; expected one of {EXPERT_LOGITS}")
+    return torch.softmax(logits, dim=-1)
+
+
+def refine_grouped(
+    x: Tensor,
+    experts: Tensor,
+    gates: Tensor,
+    tokens: Tensor,
+    t2f: nn.Module,
+    *,
+    mode: str = "official",
+    combine: str = "official",
+) -> Tensor:
+    """Refinement Δ (T×d) of tokens x (T×d) routed to ``experts`` (T×k, gates T×k); ``tokens``: E×m×d.
+
+    Each expert computes only on the tokens routed to it.
+    """
+    num_tokens, k = experts.shape
+    features = t2f(tokens[:, 1:])  # E×(m−1)×d: the value of every token but the first
+    if k == 1:
+        out = x.new_zeros(x.shape)
+        flat_experts = experts[:, 0]
+        for e in torch.unique(flat_experts).tolist():
+            idx = (flat_experts == e).nonzero(as_tuple=True)[0]
+            attn = expert_attention(x[idx], tokens[e], mode)
+            out[idx] = attn[:, 1:] @ features[e]
+        return out
+    if combine not in COMBINES:
+        raise ValueError(f"unknown combine {combine!r}; expected one of {COMBINES}")
+    token_index = torch.arange(num_tokens, device=x.device).repeat_interleave(k)
+    flat_experts = experts.reshape(-1)
+    flat_gates = gates.reshape(-1)
+    slot_out = x.new_zeros(num_tokens * k, x.shape[-1])
+    for e in torch.unique(flat_experts).tolist():
+        sel = (flat_experts == e).nonzero(as_tuple=True)[0]
+        attn = expert_attention(x[token_index[sel]], tokens[e], mode)
+        slot_out[sel] = attn[:, 1:] @ features[e]
+    slot_out = slot_out.reshape(num_tokens, k, -1)
+    if combine == "weighted":
+        return (flat_gates.reshape(num_tokens, k, 1) * slot_out).sum(1)
+    return torch.logsumexp(slot_out, dim=1)

@@ -1,0 +1,90 @@
+"""The contract every frozen vision backbone in rsmoe fulfils.
+
+A backbone is run *block by block* by the :class:`~rsmoe.models.segmentor.Segmentor`, so that an adapter can act
+on the patch tokens after every block:
+
+.. code-block:: python
+
+    tokens, ctx = backbone.embed(image, wavelengths)      # B × (P + N) × d
+    for i in range(backbone.num_layers):
+        tokens = backbone.block(i, tokens, ctx)
+        prefix, patches = backbone.split_prefix(tokens)  # B × P × d, B × N × d
+        patches = adapter(i, patches, ...)               # the plug-in sees patch tokens only
+        tokens = backbone.join_prefix(prefix, patches)   # prefix tokens re-attached unchanged
+
+P = ``num_prefix_tokens`` (CLS + register tokens), N = h·w patch tokens on the ``ctx.grid`` (h, w) grid,
+d = ``embed_dim``. Wavelengths are in µm, shape (C,) or (B, C).
+
+Backbones are frozen: every parameter has ``requires_grad = False`` and the module stays in eval mode even when
+the Segmentor is put in training mode (DINOv3's RoPE would otherwise jitter positions; dropout would be live).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class BlockContext:
+    """What the blocks of one forward pass share: the patch grid and model-specific extras (e.g. RoPE cos/sin)."""
+
+    grid: tuple[int, int]
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class FrozenBackbone(nn.Module):
+    """Base class: frozen, always in eval mode, block-by-block forward.
+
+    Subclasses set ``embed_dim``, ``num_layers``, ``num_prefix_tokens``, ``patch_size`` and implement
+    :meth:`embed` and :meth:`block`.
+    """
+
+    embed_dim: int
+    num_layers: int
+    num_prefix_tokens: int
+    patch_size: int
+
+    def freeze(self) -> None:
+        for p in self.parameters():
+            p.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> "FrozenBackbone":  # noqa: ARG002 - frozen: always eval
+        return super().train(False)
+
+    def embed(self, image: Tensor, wavelengths: Tensor) -> tuple[Tensor, BlockContext]:
+        """Image B×C×H×W (normalised), wavelengths (C,) or (B, C) in µm → tokens B×(P+N)×d and the context."""
+        raise NotImplementedError
+
+    def block(self, index: int, tokens: Tensor, ctx: BlockContext) -> Tensor:
+        """Run block ``index`` (0-based) on B×(P+N)×d tokens."""
+        raise NotImplementedError
+
+    def split_prefix(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        p = self.num_prefix_tokens
+        return tokens[:, :p], tokens[:, p:]
+
+    @staticmethod
+    def join_prefix(prefix: Tensor, patches: Tensor) -> Tensor:
+        return torch.cat([prefix, patches], dim=1)
+
+    def forward_patch_tokens(self, image: Tensor, wavelengths: Tensor) -> list[Tensor]:
+        """Patch tokens (B×N×d) after every block, without any adapter (used by tests and the depth branch)."""
+        tokens, ctx = self.embed(image, wavelengths)
+        out = []
+        for i in range(self.num_layers):
+            tokens = self.block(i, tokens, ctx)
+            out.append(self.split_prefix(tokens)[1])
+        return out
+
+
+def tokens_to_map(patches: Tensor, grid: tuple[int, int]) -> Tensor:
+    """B×N×d patch tokens on an (h, w) grid → B×d×h×w map (row-major token order)."""
+    b, n, d = patches.shape
+    h, w = grid
+    if n != h * w:
+        raise ValueError(f"expected {h}×{w}={h * w} patch tokens, got {n}")
+    return patches.transpose(1, 2).reshape(b, d, h, w)
