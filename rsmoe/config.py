@@ -1,0 +1,240 @@
+"""Typed run configuration: YAML files plus dotted command-line overrides; unknown keys are errors.
+
+A YAML file may start from others with ``_base_: [relative/path.yaml, ...]`` (merged in order, then the file's own
+keys on top). ``--set adapter.rank=32`` overrides one value (parsed as YAML, so ``[1, 2]``, ``null``, ``true`` work);
+``--set head=mask2former`` is short for ``--set head.type=mask2former``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class BackboneConfig:
+    """The frozen vision model. ``pretrained``: a local transformers directory or original checkpoint; without it
+    the weights are random, drawn deterministically from ``seed`` (tests, the demo, parameter counts)."""
+
+    kind: str = "dinov3"  # dinov3 | dinov2 | dofa
+    pretrained: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)  # transformers config fields for random weights
+    band_init: str = "cyclic"  # cyclic | wavelength (SPEC §10)
+    seed: int = 0
+    taps: list[int] | None = None  # 0-based blocks; default [7, 11, 15, 23] for 24 blocks, [3, 5, 7, 11] for 12
+
+
+@dataclass
+class DepthConfig:
+    """The frozen depth model whose per-block tokens steer SpectralMoE (Depth Anything V2 / Prompt Depth Anything)."""
+
+    enabled: bool = False
+    pretrained: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    seed: int = 1
+
+
+@dataclass
+class AdapterConfig:
+    """The trainable plug-in (SPEC §3–§7). ``type``: spectralmoe | rein | none (frozen backbone)."""
+
+    type: str = "spectralmoe"
+    num_experts: int = 6
+    num_tokens: int = 100
+    rank: int = 16
+    top_k: int = 1
+    gating: str = "softmax"  # softmax | gaussian | laplace
+    distance_p: float = 2.0
+    noisy: bool = True
+    expert_logits: str = "official"  # official | dot
+    fusion: str = "official"  # official | cross_attention | add
+    combine: str = "official"  # official | weighted (k > 1)
+    alpha_init: float = 1e-3
+    query_link: bool = True
+    loss_weight: float = 1.0  # weight of the router loss added to the task loss
+
+
+@dataclass
+class HeadConfig:
+    """The trainable decode head. ``type``: fpn | mask2former; ``options``: extra constructor arguments."""
+
+    type: str = "fpn"
+    channels: int = 256
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """A prepared dataset (``rsmoe prepare`` / ``rsmoe synth``) and its domain split."""
+
+    root: str | None = None
+    source_domains: list[str] = field(default_factory=list)
+    target_domains: list[str] = field(default_factory=list)
+    train_split: str = "train"
+    val_split: str = "val"  # evaluated on the source domains
+    test_split: str = "test"  # evaluated on the target domains
+    batch_size: int = 8
+    eval_batch_size: int = 8
+    num_workers: int = 0
+    cache: bool = False  # keep decoded tiles in memory
+    hflip: bool = True
+    vflip: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """Iteration-based AdamW + poly schedule (SPEC §11)."""
+
+    iterations: int = 1000
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    poly_power: float = 0.9
+    seed: int = 42
+    val_interval: int = 0  # iterations between validations; 0 = only at the end
+    log_every: int = 50
+    accelerator: str = "auto"
+    devices: int = 1
+    precision: str = "32-true"
+    resume: str | None = None  # a last.ckpt to continue from
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    output_dir: str = "runs/run"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    depth: DepthConfig = field(default_factory=DepthConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("config", "options"):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML file with its ``_base_`` files merged in."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    bases = data.pop("_base_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    merged: dict = {}
+    for base in bases:
+        merged = _merge(merged, read_yaml(path.parent / base))
+    return _merge(merged, data)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return _build(tp, value, where)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _build(cls: type, data: dict, where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {unknown}; known: {sorted(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def apply_override(data: dict, assignment: str) -> dict:
+    """``a.b.c=value`` (value parsed as YAML) applied to a nested dict; ``section=value`` sets ``section.type``."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r}: expected key=value")
+    key, raw = assignment.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    parts = key.strip().split(".")
+    if len(parts) == 1 and parts[0] in {f.name for f in dataclasses.fields(Config)} and not isinstance(value, dict):
+        if dataclasses.is_dataclass(typing.get_type_hints(Config)[parts[0]]):
+            parts = [parts[0], "type"]
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {assignment!r}: {part} is not a section")
+    node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    data = read_yaml(path) if path else {}
+    for assignment in overrides:
+        apply_override(data, assignment)
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict) -> Config:
+    return _build(Config, data, "")
+
+
+def default_taps(num_layers: int) -> list[int]:
+    """SPEC §7: [7, 11, 15, 23] for 24 blocks, [3, 5, 7, 11] for 12; otherwise the same fractions of depth."""
+    if num_layers == 24:
+        return [7, 11, 15, 23]
+    if num_layers == 12:
+        return [3, 5, 7, 11]
+    fractions = (8 / 24, 12 / 24, 16 / 24, 1.0)
+    return sorted({max(0, round(f * num_layers) - 1) for f in fractions})

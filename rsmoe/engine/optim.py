@@ -1,0 +1,35 @@
+"""AdamW with the public configs' no-decay groups and the poly learning-rate schedule (SPEC-spectralmoe §11)."""
+from __future__ import annotations
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from ..config import TrainConfig
+from ..models.segmentor import Segmentor
+
+
+def parameter_groups(model: Segmentor, weight_decay: float) -> list[dict]:
+    """Two AdamW groups over the trainable parameters: decayed, and not decayed (norms, head query/level
+    embeddings, expert A/B, routers, α)."""
+    no_decay = model.no_weight_decay_names()
+    decay, keep = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (keep if name in no_decay else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": keep, "weight_decay": 0.0},
+    ]
+
+
+def poly_factor(step: int, total: int, power: float) -> float:
+    """lr(step) / lr(0) = (1 − step/total)^power, no warm-up, 0 at the end."""
+    return max(0.0, 1.0 - step / max(1, total)) ** power
+
+
+def build_optimizer(model: Segmentor, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, LambdaLR]:
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
+                                  eps=cfg.eps)
+    scheduler = LambdaLR(optimizer, lambda step: poly_factor(step, cfg.iterations, cfg.poly_power))
+    return optimizer, scheduler

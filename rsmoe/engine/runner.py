@@ -1,0 +1,126 @@
+"""`rsmoe train` and `rsmoe eval`: build the model of a config, fit it with Lightning, evaluate every domain."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from ..config import Config
+from ..models.segmentor import Segmentor, build_segmentor
+from ..sensors import get_sensor
+from .checkpoints import CheckpointMeta, load_checkpoint, save_checkpoint
+from .data import dataset_info, eval_loaders, train_loader
+from .module import SegmentationModule
+
+CHECKPOINT_NAME = "model.safetensors"
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    warnings.filterwarnings("ignore", ".*sync_dist.*")
+    warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")  # the frozen backbone, by design
+    warnings.filterwarnings("ignore", ".*callbacks used to create the checkpoint.*")
+    warnings.filterwarnings("ignore", ".*dataloader is not resumable.*")
+    warnings.filterwarnings("ignore", ".*no `val_dataloader`.*")
+
+
+def _trainer(cfg: Config, *, max_steps: int = -1, progress: bool = True, callbacks=(), limit_val: float | int = 1.0,
+             val_interval: int | None = None) -> L.Trainer:
+    return L.Trainer(
+        accelerator=cfg.train.accelerator,
+        devices=cfg.train.devices,
+        precision=cfg.train.precision,
+        max_steps=max_steps,
+        max_epochs=-1 if max_steps > 0 else None,
+        val_check_interval=val_interval,
+        check_val_every_n_epoch=None if val_interval else 1,
+        limit_val_batches=limit_val,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=bool(callbacks),
+        callbacks=list(callbacks),
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        log_every_n_steps=cfg.train.log_every,
+        default_root_dir=cfg.output_dir,
+    )
+
+
+def checkpoint_meta(cfg: Config, step: int) -> CheckpointMeta:
+    info = dataset_info(cfg)
+    sensor_key = info.sensors[cfg.data.source_domains[0]]
+    sensor = get_sensor(sensor_key)
+    return CheckpointMeta(config=cfg, class_names=list(info.classes), palette=[list(c) for c in info.palette],
+                          mean=list(info.mean), std=list(info.std), wavelengths=list(sensor.wavelengths),
+                          band_names=list(sensor.band_names), sensor=sensor_key, ignore_index=info.ignore_index,
+                          step=step)
+
+
+def build_for_config(cfg: Config) -> tuple[Segmentor, CheckpointMeta]:
+    meta = checkpoint_meta(cfg, 0)
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    return build_segmentor(cfg, len(meta.class_names), meta.wavelengths), meta
+
+
+def evaluate(cfg: Config, model: Segmentor, class_names: list[str], progress: bool = True) -> dict:
+    """Per-domain metrics of ``model`` on the config's source (val) and target (test) domains."""
+    _quiet_lightning()
+    names, loaders = eval_loaders(cfg)
+    module = SegmentationModule(cfg, model, class_names, names)
+    _trainer(cfg, progress=progress).validate(module, dataloaders=loaders, verbose=False)
+    return module.last_metrics
+
+
+def train(cfg: Config, progress: bool = True) -> dict:
+    """Fit the config's model; write ``model.safetensors``, ``last.ckpt`` and ``metrics.json`` to output_dir."""
+    _quiet_lightning()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model, meta = build_for_config(cfg)
+    names, loaders = eval_loaders(cfg)
+    module = SegmentationModule(cfg, model, meta.class_names, names, meta.ignore_index)
+    ckpt_cb = ModelCheckpoint(dirpath=out, filename="last", save_last=False, save_top_k=1,
+                              every_n_train_steps=max(1, cfg.train.val_interval or cfg.train.iterations),
+                              enable_version_counter=False)
+    trainer = _trainer(cfg, max_steps=cfg.train.iterations, progress=progress, callbacks=[ckpt_cb],
+                       limit_val=1.0 if cfg.train.val_interval else 0,
+                       val_interval=cfg.train.val_interval or None)
+    trainer.fit(module, train_dataloaders=train_loader(cfg),
+                val_dataloaders=loaders if cfg.train.val_interval else None, ckpt_path=cfg.train.resume)
+    meta.step = int(trainer.global_step)
+    if trainer.is_global_zero:
+        save_checkpoint(model, meta, out / CHECKPOINT_NAME)
+    metrics = evaluate(cfg, model, meta.class_names, progress=progress)
+    metrics["step"] = meta.step
+    if trainer.is_global_zero:
+        write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def evaluate_checkpoint(path: str | Path, cfg: Config | None = None, progress: bool = True) -> dict:
+    """Load a checkpoint and evaluate it on its own config's domains (or ``cfg``'s data section)."""
+    model, meta = load_checkpoint(path)
+    run_cfg = meta.config
+    if cfg is not None:
+        run_cfg.data = cfg.data
+    return evaluate(run_cfg, model, meta.class_names, progress=progress)
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=float, allow_nan=True))
+    os.replace(tmp, path)
+
+
+def set_threads() -> None:
+    if torch.get_num_threads() > (os.cpu_count() or 1):
+        torch.set_num_threads(os.cpu_count() or 1)

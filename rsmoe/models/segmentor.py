@@ -1,0 +1,204 @@
+"""Backbone + plug-in + decode head: the one model class behind every SpectralMoE-family config.
+
+``adapter.type`` selects the family member:
+
+- ``none``: frozen backbone + head (only the head trains);
+- ``rein``: one low-rank token set per layer, dot logits, no routers, no depth (:func:`build_rein`);
+- ``spectralmoe``: E token experts with dual routers, steered by the frozen depth model's tokens.
+
+Forward (image B×C×H×W normalised, wavelengths (C,) or (B, C) in µm):
+
+1. the depth model (if any) runs once, frozen, on the three bands nearest 665/560/490 nm → per-block tokens B×N×d;
+2. the vision model runs block by block; after block ℓ its patch tokens (prefix tokens split off and re-attached
+   unchanged) go through the plug-in with the depth tokens of block ℓ;
+3. the patch tokens after the tap blocks become B×d×h×w maps resized by ×4, ×2, ×1, ×0.5 (strides 4–32 for patch 16);
+4. the head decodes them (Mask2Former additionally takes the plug-in's query embeddings).
+
+Only the plug-in and the head train; :meth:`Segmentor.trainable_state_dict` is exactly what a checkpoint holds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import Config, default_taps
+from .adapters.rein import build_rein
+from .adapters.spectralmoe import SpectralMoE
+from .backbones.base import FrozenBackbone, tokens_to_map
+
+FROZEN_PREFIXES = ("backbone.", "depth.")
+PYRAMID_SCALES = (4.0, 2.0, 1.0, 0.5)
+
+
+@dataclass
+class SegmentorOutput:
+    head_out: object  # whatever the head returns (logits for FPN, a dict for Mask2Former)
+    moe_loss: Tensor
+
+
+class Segmentor(nn.Module):
+    def __init__(
+        self,
+        backbone: FrozenBackbone,
+        head: nn.Module,
+        adapter: SpectralMoE | None = None,
+        depth: nn.Module | None = None,
+        taps: list[int] | None = None,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.adapter = adapter
+        self.depth = depth
+        self.head = head
+        self.taps = list(taps) if taps is not None else default_taps(backbone.num_layers)
+        if any(t < 0 or t >= backbone.num_layers for t in self.taps):
+            raise ValueError(f"taps {self.taps} outside the backbone's {backbone.num_layers} blocks")
+        if adapter is not None and adapter.num_layers != backbone.num_layers:
+            raise ValueError(f"adapter has {adapter.num_layers} layers, backbone {backbone.num_layers} blocks")
+        if adapter is not None and adapter.use_depth:
+            if depth is None:
+                raise ValueError("SpectralMoE with use_depth needs a depth model (depth.enabled: true)")
+            if depth.num_layers != backbone.num_layers or depth.embed_dim != backbone.embed_dim:
+                raise ValueError(
+                    f"depth model ({depth.num_layers} blocks × {depth.embed_dim}) must match the vision model "
+                    f"({backbone.num_layers} blocks × {backbone.embed_dim})"
+                )
+
+    # ---------------------------------------------------------------------------------------------------- forward
+    def features(self, image: Tensor, wavelengths: Tensor) -> tuple[list[Tensor], Tensor]:
+        """Multi-level maps (strides ×4, ×2, ×1, ×0.5 of the patch grid) and the mean router loss over layers."""
+        tokens, ctx = self.backbone.embed(image, wavelengths)
+        depth_tokens = None
+        if self.adapter is not None and self.adapter.use_depth:
+            with torch.no_grad():
+                depth_tokens = self.depth(image, wavelengths, ctx.grid)
+        losses = []
+        maps = []
+        for i in range(self.backbone.num_layers):
+            tokens = self.backbone.block(i, tokens, ctx)
+            if self.adapter is not None:
+                prefix, patches = self.backbone.split_prefix(tokens)
+                out = self.adapter(i, patches, None if depth_tokens is None else depth_tokens[i])
+                tokens = self.backbone.join_prefix(prefix, out.tokens)
+                losses.append(out.loss)
+            if i in self.taps:
+                maps.append(tokens_to_map(self.backbone.split_prefix(tokens)[1], ctx.grid))
+        pyramid = [
+            m if s == 1.0 else F.interpolate(m, scale_factor=s, mode="bilinear", align_corners=False)
+            for m, s in zip(maps, PYRAMID_SCALES)
+        ]
+        moe_loss = torch.stack(losses).mean() if losses else image.new_zeros(())
+        return pyramid, moe_loss
+
+    def run(self, image: Tensor, wavelengths: Tensor) -> SegmentorOutput:
+        feats, moe_loss = self.features(image, wavelengths)
+        query_pos = self.adapter.query_embeddings() if self.adapter is not None else None
+        return SegmentorOutput(self.head(feats, query_pos=query_pos), moe_loss)
+
+    def forward(self, image: Tensor, wavelengths: Tensor) -> Tensor:
+        """Class scores B×K×H×W at the input resolution."""
+        out = self.run(image, wavelengths)
+        return self.head.predict(out.head_out, image.shape[-2:])
+
+    def loss(self, image: Tensor, wavelengths: Tensor, mask: Tensor, moe_weight: float = 1.0) -> dict[str, Tensor]:
+        out = self.run(image, wavelengths)
+        terms = self.head.loss(out.head_out, mask)
+        terms["loss_moe"] = out.moe_loss.detach()
+        terms["loss"] = terms["loss"] + moe_weight * out.moe_loss
+        return terms
+
+    # ----------------------------------------------------------------------------------------------- parameters
+    def train(self, mode: bool = True) -> "Segmentor":
+        super().train(mode)
+        self.backbone.train(False)
+        if self.depth is not None:
+            self.depth.train(False)
+        return self
+
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        """Every tensor of the plug-in and the head (parameters and buffers); nothing of the frozen models."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(FROZEN_PREFIXES)}
+
+    def trainable_parameter_counts(self) -> dict[str, int]:
+        """Trainable parameters per top-level module (and per adapter part)."""
+        counts: dict[str, int] = {}
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            parts = name.split(".")
+            key = ".".join(parts[:2]) if parts[0] == "adapter" else parts[0]
+            counts[key] = counts.get(key, 0) + p.numel()
+        return counts
+
+    def no_weight_decay_names(self) -> set[str]:
+        """Full names of parameters that AdamW must not decay (SPEC §11): norms, head query/level embeddings,
+        expert A/B, routers, α."""
+        names = set()
+        if self.adapter is not None:
+            names |= {f"adapter.{n}" for n in self.adapter.no_weight_decay_names()}
+        head_keys = getattr(self.head, "no_weight_decay_keys", ("query_feat", "query_embed", "level_embed"))
+        norm_types = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d, nn.BatchNorm1d, nn.SyncBatchNorm)
+        for mod_name, module in self.named_modules():
+            if mod_name.startswith(("backbone", "depth")):
+                continue
+            for p_name, _ in module.named_parameters(recurse=False):
+                full = f"{mod_name}.{p_name}" if mod_name else p_name
+                if isinstance(module, norm_types) or any(k in full for k in head_keys if full.startswith("head")):
+                    names.add(full)
+        return names
+
+
+def build_adapter(cfg: Config, num_layers: int, dim: int) -> SpectralMoE | None:
+    a = cfg.adapter
+    query_dim = cfg.head.channels if (a.query_link and cfg.head.type == "mask2former") else (256 if a.query_link else 0)
+    if a.type == "none":
+        return None
+    if a.type == "rein":
+        return build_rein(num_layers, dim, num_tokens=a.num_tokens, rank=a.rank, alpha_init=a.alpha_init,
+                          query_dim=query_dim)
+    if a.type == "spectralmoe":
+        return SpectralMoE(
+            num_layers=num_layers, dim=dim, num_experts=a.num_experts, num_tokens=a.num_tokens, rank=a.rank,
+            top_k=a.top_k, gating=a.gating, distance_p=a.distance_p, noisy=a.noisy, routing=True,
+            use_depth=cfg.depth.enabled, expert_logits=a.expert_logits,
+            fusion=a.fusion if cfg.depth.enabled else "none", combine=a.combine, alpha_init=a.alpha_init,
+            query_dim=query_dim,
+        )
+    raise ValueError(f"adapter.type: got {a.type!r}, expected one of ['none', 'rein', 'spectralmoe']")
+
+
+def build_head(cfg: Config, in_channels: list[int], num_classes: int) -> nn.Module:
+    h = cfg.head
+    if h.type == "fpn":
+        from .heads.fpn import FPNHead
+
+        return FPNHead(in_channels, num_classes, channels=h.channels, **h.options)
+    if h.type == "mask2former":
+        from .heads.mask2former import Mask2FormerHead
+
+        return Mask2FormerHead(in_channels=in_channels, num_classes=num_classes, channels=h.channels, **h.options)
+    raise ValueError(f"head.type: got {h.type!r}, expected one of ['fpn', 'mask2former']")
+
+
+def build_segmentor(cfg: Config, num_classes: int, wavelengths: list[float]) -> Segmentor:
+    """The model of a config for images with the given band wavelengths (µm)."""
+    from .backbones import build_backbone, build_depth_encoder
+
+    b = cfg.backbone
+    backbone = build_backbone(
+        b.kind, pretrained=b.pretrained, config=b.config, num_bands=len(wavelengths), band_init=b.band_init,
+        wavelengths=list(wavelengths), seed=b.seed,
+    )
+    depth = None
+    if cfg.depth.enabled and cfg.adapter.type == "spectralmoe":
+        depth = build_depth_encoder(
+            pretrained=cfg.depth.pretrained, config=cfg.depth.config, target_patch_size=backbone.patch_size,
+            seed=cfg.depth.seed,
+        )
+    adapter = build_adapter(cfg, backbone.num_layers, backbone.embed_dim)
+    taps = b.taps if b.taps is not None else default_taps(backbone.num_layers)
+    head = build_head(cfg, [backbone.embed_dim] * len(taps), num_classes)
+    return Segmentor(backbone, head, adapter=adapter, depth=depth, taps=taps)

@@ -1,0 +1,56 @@
+"""`rsmoe params`: trainable parameters of a config, per module, without allocating any weights.
+
+The whole Segmentor is built on PyTorch's ``meta`` device (shapes only), so even a ViT-L config counts in seconds
+and needs no weights on disk: a ``pretrained`` directory contributes only its ``config.json`` shapes.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+
+from .config import Config
+from .models.segmentor import Segmentor, build_segmentor
+
+RGB_WAVELENGTHS = [0.665, 0.560, 0.490]
+
+
+def _shape_only(section_cfg) -> None:
+    """Replace a pretrained reference by the shapes of its config.json (weights are never read)."""
+    if section_cfg.pretrained:
+        path = Path(section_cfg.pretrained)
+        cfg_file = path / "config.json" if path.is_dir() else None
+        if cfg_file is not None and cfg_file.is_file():
+            section_cfg.config = {**json.loads(cfg_file.read_text()), **section_cfg.config}
+        section_cfg.pretrained = None
+
+
+def meta_segmentor(cfg: Config, num_classes: int, wavelengths: list[float] | None = None) -> Segmentor:
+    cfg = copy.deepcopy(cfg)
+    _shape_only(cfg.backbone)
+    _shape_only(cfg.depth)
+    with torch.device("meta"):
+        return build_segmentor(cfg, num_classes, wavelengths or RGB_WAVELENGTHS)
+
+
+def count_parameters(cfg: Config, num_classes: int = 24) -> dict:
+    model = meta_segmentor(cfg, num_classes)
+    per_module = model.trainable_parameter_counts()
+    total = sum(per_module.values())
+    head = per_module.get("head", 0)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    return {"per_module": per_module, "total": total, "head": head, "total_excluding_head": total - head,
+            "frozen": frozen}
+
+
+def format_counts(counts: dict) -> str:
+    lines = [f"{'module':<28} {'trainable':>14}"]
+    for name, n in sorted(counts["per_module"].items()):
+        lines.append(f"{name:<28} {n:>14,}")
+    lines.append(f"{'total (excluding head)':<28} {counts['total_excluding_head']:>14,}")
+    lines.append(f"{'head':<28} {counts['head']:>14,}")
+    lines.append(f"{'total trainable':<28} {counts['total']:>14,}")
+    lines.append(f"{'frozen (backbone, depth)':<28} {counts['frozen']:>14,}")
+    return "\n".join(lines)

@@ -1,0 +1,88 @@
+"""Human-readable results: Markdown tables of per-domain metrics and PNG panels (image / truth / predictions)."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+SUMMARY_KEYS = ("mIoU", "mAcc", "mF1", "OA")
+
+
+def _pct(value: float) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
+
+
+def metrics_table(results: dict[str, dict], key: str = "mIoU") -> str:
+    """Rows = methods, columns = domains (+ mean over targets) for one summary metric, in percent."""
+    domains: list[str] = []
+    for res in results.values():
+        for d in res["domains"]:
+            if d not in domains:
+                domains.append(d)
+    head = f"| method | {' | '.join(domains)} | target mean |"
+    lines = [head, "|" + "---|" * (len(domains) + 2)]
+    for method, res in results.items():
+        cells = [_pct(res["domains"].get(d, {}).get(key, math.nan)) for d in domains]
+        lines.append(f"| {method} | {' | '.join(cells)} | {_pct(res.get('target_mean', {}).get(key, math.nan))} |")
+    return "\n".join(lines)
+
+
+def per_class_table(result: dict, domain: str) -> str:
+    per_class = result["domains"][domain]["per_class"]
+    lines = ["| class | IoU | Acc | F1 |", "|---|---|---|---|"]
+    for name, vals in per_class.items():
+        lines.append(f"| {name} | {_pct(vals['IoU'])} | {_pct(vals['Acc'])} | {_pct(vals['F1'])} |")
+    return "\n".join(lines)
+
+
+def colourise(mask: np.ndarray, palette: list[list[int]], ignore_index: int = 255) -> np.ndarray:
+    """H×W class indices → H×W×3 uint8 using the palette; ignore pixels black."""
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    lut[: len(palette)] = np.asarray(palette, dtype=np.uint8)
+    lut[ignore_index] = 0
+    return lut[mask.astype(np.int64).clip(0, 255)]
+
+
+def rgb_composite(image: np.ndarray, rgb_bands: list[int]) -> np.ndarray:
+    """C×H×W array → H×W×3 in [0, 1], 2–98 % stretch per band."""
+    out = []
+    for b in rgb_bands:
+        band = image[b].astype(np.float64)
+        lo, hi = np.percentile(band, [2, 98])
+        out.append(np.clip((band - lo) / (hi - lo + 1e-12), 0, 1))
+    return np.stack(out, axis=-1)
+
+
+def save_panel(path: Path, image_rgb: np.ndarray, truth: np.ndarray, predictions: dict[str, np.ndarray],
+               palette: list[list[int]], title: str, ignore_index: int = 255) -> Path:
+    """One row per sample: image, truth, one column per method's prediction. Written via a temporary file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = image_rgb if image_rgb.ndim == 4 else image_rgb[None]
+    truths = truth if truth.ndim == 3 else truth[None]
+    rows, cols = len(images), 2 + len(predictions)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows + 0.4), squeeze=False)
+    for r in range(rows):
+        panels = [("image", images[r]), ("truth", colourise(truths[r], palette, ignore_index))]
+        panels += [(name, colourise(pred[r] if pred.ndim == 3 else pred, palette, ignore_index))
+                   for name, pred in predictions.items()]
+        for c, (name, arr) in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(arr, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(name, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,163 @@
+"""Sensor registry: band names, centre wavelengths, band ranges and ground sample distance per sensor.
+
+Units: wavelengths and band ranges in micrometres (µm), ground sample distance (GSD) in metres.
+
+The band order of a sensor is the order in which the bands are stored in the files that rsmoe reads (the prepared
+GeoTIFF tiles). Several real releases ship more than one band order (Five-Billion-Pixels has 8-bit NIR-R-G-B and
+16-bit B-G-R-NIR folders); the preparer of each release reorders bands to the order given here.
+
+- ``GF-2``, ``GF-1``, ``PlanetScope``, ``Sentinel-2``: B, G, R, NIR. This is also the order of the synthetic
+  benchmark's multispectral domains (``rsmoe.data.synthetic``). Ranges for GF-2, GF-1 and PlanetScope are those of
+  the SpectralMoE supplementary material §7.1. For Sentinel-2 the paper gives only centres (0.49, 0.56, 0.66,
+  0.83 µm for B2, B3, B4, B8); those centres are used here, with ESA's approximate band extents as ranges.
+- ``FLAIR``: R, G, B, NIR (aerial, UltraCam Eagle Mark3 / CAMv2); the ranges are approximate typical UltraCam
+  values, not calibrated spectral responses.
+- ``OHS``: the 32 Orbita hyperspectral bands of WHU-OHS, centres 466…940 nm; each range is the centre ± 7.5 nm, an
+  approximation (the source gives a 2.5 nm average spectral resolution but no per-band response).
+- ``ISPRS-Potsdam``: R, G, B, IR; ``ISPRS-Vaihingen``: NIR, R, G (false colour). Ranges are not published with
+  the benchmark, so they are ``None``; centres are nominal.
+- ``RGB``: generic R, G, B (LoveDA, OpenEarthMap, SynDrone, user RGB imagery).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+
+@dataclass(frozen=True)
+class Band:
+    """One spectral band: ``name``, ``center_um`` (µm) and ``range_um`` ((low, high) µm, or None if unknown)."""
+
+    name: str
+    center_um: float
+    range_um: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class Sensor:
+    """A sensor: its bands in file order, ground sample distance ``gsd_m`` (metres) and a one-line description."""
+
+    name: str
+    bands: tuple[Band, ...]
+    gsd_m: float
+    description: str
+
+    @property
+    def wavelengths(self) -> list[float]:
+        """Centre wavelength of each band, in µm, in file order."""
+        return [b.center_um for b in self.bands]
+
+    @property
+    def band_names(self) -> list[str]:
+        return [b.name for b in self.bands]
+
+    @property
+    def num_bands(self) -> int:
+        return len(self.bands)
+
+
+def _ranged(name: str, low: float, high: float) -> Band:
+    """A band whose centre is the middle of its range."""
+    return Band(name, round((low + high) / 2, 6), (low, high))
+
+
+_GF_BANDS = (
+    _ranged("blue", 0.45, 0.52),
+    _ranged("green", 0.52, 0.59),
+    _ranged("red", 0.63, 0.69),
+    _ranged("nir", 0.77, 0.89),
+)
+
+OHS_CENTERS_NM = (
+    466, 480, 500, 520, 536, 550, 566, 580, 596, 610, 626, 640, 656, 670, 686, 700,
+    716, 730, 746, 760, 776, 790, 806, 820, 836, 850, 866, 880, 896, 910, 926, 940,
+)
+_OHS_HALF_WIDTH_UM = 0.0075
+
+
+def _ohs_bands() -> tuple[Band, ...]:
+    bands = []
+    for i, nm in enumerate(OHS_CENTERS_NM, start=1):
+        c = nm / 1000.0
+        bands.append(Band(f"b{i:02d}_{nm}nm", c, (round(c - _OHS_HALF_WIDTH_UM, 6), round(c + _OHS_HALF_WIDTH_UM, 6))))
+    return tuple(bands)
+
+
+SENSORS: dict[str, Sensor] = {
+    s.name: s
+    for s in (
+        Sensor("GF-2", _GF_BANDS, 4.0, "Gaofen-2 PMS multispectral, 4 m, bands B,G,R,NIR"),
+        Sensor("GF-1", _GF_BANDS, 8.0, "Gaofen-1 PMS multispectral, 8 m, band ranges as GF-2, bands B,G,R,NIR"),
+        Sensor(
+            "PlanetScope",
+            (
+                _ranged("blue", 0.46, 0.52),
+                _ranged("green", 0.50, 0.59),
+                _ranged("red", 0.59, 0.67),
+                _ranged("nir", 0.78, 0.86),
+            ),
+            3.7,
+            "PlanetScope CubeSat constellation, 3.7-4.1 m, bands B,G,R,NIR",
+        ),
+        Sensor(
+            "Sentinel-2",
+            (
+                Band("B2", 0.49, (0.458, 0.523)),
+                Band("B3", 0.56, (0.543, 0.578)),
+                Band("B4", 0.66, (0.650, 0.680)),
+                Band("B8", 0.83, (0.785, 0.900)),
+            ),
+            10.0,
+            "Sentinel-2 MSI 10 m bands B2,B3,B4,B8 (centres as in the SpectralMoE paper, approximate ESA ranges)",
+        ),
+        Sensor(
+            "FLAIR",
+            (
+                Band("red", 0.63, (0.58, 0.68)),
+                Band("green", 0.55, (0.48, 0.62)),
+                Band("blue", 0.46, (0.40, 0.52)),
+                Band("nir", 0.82, (0.69, 0.95)),
+            ),
+            0.2,
+            "FLAIR #1 IGN aerial ortho-images, 0.2 m, bands R,G,B,NIR (approximate UltraCam ranges)",
+        ),
+        Sensor("OHS", _ohs_bands(), 10.0, "Orbita OHS hyperspectral (WHU-OHS), 10 m, 32 bands 466-940 nm (approx.)"),
+        Sensor(
+            "ISPRS-Potsdam",
+            (Band("red", 0.665), Band("green", 0.56), Band("blue", 0.49), Band("ir", 0.842)),
+            0.05,
+            "ISPRS Potsdam true ortho-photos, 5 cm, bands R,G,B,IR (nominal centres)",
+        ),
+        Sensor(
+            "ISPRS-Vaihingen",
+            (Band("nir", 0.842), Band("red", 0.665), Band("green", 0.56)),
+            0.09,
+            "ISPRS Vaihingen true ortho-photos, 9 cm, false colour bands NIR,R,G (nominal centres)",
+        ),
+        Sensor(
+            "RGB",
+            (Band("red", 0.665), Band("green", 0.56), Band("blue", 0.49)),
+            1.0,
+            "Generic RGB imagery, bands R,G,B (GSD nominal)",
+        ),
+    )
+}
+
+
+def get_sensor(name: str) -> Sensor:
+    """The registered sensor called ``name``; ``KeyError`` listing the known names otherwise."""
+    try:
+        return SENSORS[name]
+    except KeyError:
+        raise KeyError(f"unknown sensor {name!r}; known sensors: {', '.join(SENSORS)}") from None
+
+
+def nearest_bands(wavelengths: Sequence[float], targets: Sequence[float] = (0.665, 0.560, 0.490)) -> list[int]:
+    """Index of the band whose centre (µm) is nearest each target wavelength (default: R, G, B).
+
+    Ties go to the lower index. Used to pick the R, G, B bands of a multispectral image for an RGB-only model.
+    """
+    wl = [float(w) for w in wavelengths]
+    if not wl:
+        raise ValueError("nearest_bands: no wavelengths given")
+    return [min(range(len(wl)), key=lambda i: (abs(wl[i] - t), i)) for t in targets]
