@@ -179,7 +179,14 @@ def build_head(cfg: Config, in_channels: list[int], num_classes: int) -> nn.Modu
     if h.type == "mask2former":
         from .heads.mask2former import Mask2FormerHead
 
-        return Mask2FormerHead(in_channels=in_channels, num_classes=num_classes, channels=h.channels, **h.options)
+        options = dict(h.options)
+        if cfg.adapter.type != "none" and cfg.adapter.query_link:
+            # the query link turns the m expert tokens into the m query positional embeddings
+            options.setdefault("num_queries", cfg.adapter.num_tokens)
+            if options["num_queries"] != cfg.adapter.num_tokens:
+                raise ValueError(f"head.options.num_queries {options['num_queries']} must equal adapter.num_tokens "
+                                 f"{cfg.adapter.num_tokens} when adapter.query_link is on")
+        return Mask2FormerHead(in_channels=in_channels, num_classes=num_classes, channels=h.channels, **options)
     raise ValueError(f"head.type: got {h.type!r}, expected one of ['fpn', 'mask2former']")
 
 
