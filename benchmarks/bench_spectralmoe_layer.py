@@ -35,6 +35,22 @@ def variants():
                                                     fusion=fusion)
 
 
+def make_step(block, pos, adapter, x0, depth):
+    """One forward + backward of the frozen block followed by the plug-in (or not)."""
+
+    def step():
+        x = x0.clone().requires_grad_(True)
+        out = block(x, position_embeddings=pos)
+        loss_moe = 0.0
+        if adapter is not None:
+            res = adapter(0, out[:, PREFIX:], depth if adapter.use_depth else None)
+            out = torch.cat([out[:, :PREFIX], res.tokens], 1)
+            loss_moe = res.loss
+        (out.float().square().mean() + loss_moe).backward()
+
+    return step
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
@@ -46,6 +62,7 @@ def main() -> None:
     torch.manual_seed(0)
     cfg = DINOv3ViTConfig(hidden_size=D, num_attention_heads=HEADS, intermediate_size=4 * D, patch_size=16,
                           num_register_tokens=4, image_size=512)
+    cfg._attn_implementation = "sdpa"
     block = DINOv3ViTLayer(cfg).to(device, dtype).eval().requires_grad_(False)
     rope = DINOv3ViTRopePositionEmbedding(cfg).to(device).eval()
     cos, sin = rope(torch.zeros(1, 3, 512, 512, device=device))
@@ -53,42 +70,33 @@ def main() -> None:
     x0 = torch.randn(B, PREFIX + N, D, device=device, dtype=dtype)
     depth = torch.randn(B, N, D, device=device, dtype=dtype)
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    rows = []
+    steps = {}
     for name, adapter in variants():
         if adapter is not None:
             adapter = adapter.to(device, dtype).train()
             with torch.no_grad():  # non-zero experts so the refinement path does real work
                 adapter.experts.experts_b.normal_(0, 0.02)
+        steps[name] = make_step(block, pos, adapter, x0, depth)
 
-        def step():
-            x = x0.clone().requires_grad_(True)
-            out = block(x, position_embeddings=pos)
-            if adapter is not None:
-                prefix, patches = out[:, :PREFIX], out[:, PREFIX:]
-                res = adapter(0, patches, depth if adapter.use_depth else None)
-                out = torch.cat([prefix, res.tokens], 1)
-                loss = out.float().square().mean() + res.loss
-            else:
-                loss = out.float().square().mean()
-            loss.backward()
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
-        step()  # warm-up
-        sync()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    peaks: dict[str, float | None] = {}
+    for name, step in steps.items():  # warm-up and peak memory, one variant at a time
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        times = []
-        for _ in range(args.repeats):
+        step()
+        sync()
+        peaks[name] = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+    for _ in range(args.repeats):  # interleaved rounds, so a slow moment of the machine hits every variant
+        for name, step in steps.items():
             t0 = time.perf_counter()
             step()
             sync()
-            times.append(time.perf_counter() - t0)
-        peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
-        rows.append({"variant": name, "seconds": min(times), "all_seconds": times, "peak_mib": peak})
-        print(f"{name:<28} {min(times):8.3f} s" + (f"  {peak:8.0f} MiB" if peak else ""), flush=True)
+            times[name].append(time.perf_counter() - t0)
+    rows = [{"variant": n, "seconds": min(t), "all_seconds": t, "peak_mib": peaks[n]} for n, t in times.items()]
     base = rows[0]["seconds"]
     for r in rows:
         r["ratio_vs_block"] = r["seconds"] / base

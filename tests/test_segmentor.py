@@ -87,3 +87,14 @@ def test_no_weight_decay_groups():
 def test_spectralmoe_needs_matching_depth_model():
     with pytest.raises(ValueError, match="depth model"):
         tiny("spectralmoe", depth=True, **{"depth.config.hidden_size": 32})
+
+
+def test_dofa_backbone_takes_any_band_count_by_wavelength():
+    cfg_over = {"backbone.kind": "dofa",
+                "backbone.config": "{embed_dim: 32, depth: 4, num_heads: 4, patch_size: 8, pretrain_grid: 4}"}
+    model = tiny("spectralmoe", depth=False, **cfg_over)
+    assert model.backbone.num_layers == 4 and model.backbone.num_prefix_tokens == 1
+    four = model(torch.randn(1, 4, 32, 32), torch.tensor(WAVELENGTHS))
+    ohs = torch.linspace(0.466, 0.940, 32)
+    many = model(torch.randn(1, 32, 32, 32), ohs)  # the same trained model, 32 bands
+    assert four.shape == (1, 5, 32, 32) and many.shape == (1, 5, 32, 32)
