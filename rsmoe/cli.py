@@ -52,7 +52,12 @@ def cmd_eval(args) -> int:
     metrics = evaluate_checkpoint(args.checkpoint, cfg, progress=not args.no_progress)
     _print_metrics(metrics)
     if args.out:
-        write_json(Path(args.out), metrics)
+        from .report import write_eval_report
+
+        out = Path(args.out)
+        write_json(out, metrics)
+        table = out.with_suffix(".md") if out.suffix != ".md" else out.with_name(out.name + ".md")
+        write_eval_report(table, metrics, title=f"Evaluation of {args.checkpoint}")
     return 0
 
 
@@ -73,14 +78,9 @@ def cmd_predict(args) -> int:
 
 
 def _print_metrics(metrics: dict) -> None:
-    from .report import _pct
+    from .report import eval_report_markdown
 
-    print(f"{'domain':<16} {'mIoU':>7} {'mAcc':>7} {'mF1':>7} {'OA':>7}")
-    for name, m in metrics["domains"].items():
-        print(f"{name:<16} {_pct(m['mIoU']):>7} {_pct(m['mAcc']):>7} {_pct(m['mF1']):>7} {_pct(m['OA']):>7}")
-    if metrics.get("target_mean"):
-        m = metrics["target_mean"]
-        print(f"{'target mean':<16} {_pct(m['mIoU']):>7} {_pct(m['mAcc']):>7} {_pct(m['mF1']):>7} {_pct(m['OA']):>7}")
+    print(eval_report_markdown(metrics), end="")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a checkpoint on every domain of its config")
     p.add_argument("--checkpoint", required=True)
     _add_config_args(p, required=False)
-    p.add_argument("--out", help="write the metrics as JSON here")
+    p.add_argument("--out", help="write the metrics as JSON here (and a Markdown table beside it, .md)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
 

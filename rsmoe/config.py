@@ -69,6 +69,25 @@ class HeadConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Training augmentation (``rsmoe.data.transforms``; SPEC §11): RandomResize → RandomCrop → RandomFlip →
+    PhotometricDistortion → pad to the crop. ``resize_scale``: range ``[low, high]`` of the ratio r; the short
+    side becomes ``resize_base`` × r, the long side at most ``resize_max`` × r (null: no resize; a resize needs
+    ``crop`` so that a batch has one tile size); ``crop``: crop size (null: whole tiles); ``cat_max_ratio``: crop
+    retry threshold; ``hflip``/``vflip``: flip probabilities; ``photometric``: brightness/contrast (+ saturation/hue
+    for 3 bands)."""
+
+    resize_scale: list[float] | None = None
+    resize_base: int = 512
+    resize_max: int | None = 1024
+    crop: int | None = None
+    cat_max_ratio: float = 0.75
+    hflip: float = 0.5
+    vflip: float = 0.0
+    photometric: bool = False
+
+
+@dataclass
 class DataConfig:
     """A prepared dataset (``rsmoe prepare`` / ``rsmoe synth``) and its domain split."""
 
@@ -82,8 +101,19 @@ class DataConfig:
     eval_batch_size: int = 8
     num_workers: int = 0
     cache: bool = False  # keep decoded tiles in memory
-    hflip: bool = True
-    vflip: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class EvalConfig:
+    """How the domains are evaluated. ``mode``: ``whole`` (one forward per tile) or ``slide`` (``window``-sized
+    windows every ``stride`` pixels, logits averaged where they overlap). ``exclude_from_means``: class names left
+    out of mIoU/mAcc/mF1 but counted in OA (the ISPRS convention: ``[clutter]``)."""
+
+    mode: str = "whole"  # whole | slide
+    window: int = 512
+    stride: int = 341
+    exclude_from_means: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -115,6 +145,7 @@ class Config:
     head: HeadConfig = field(default_factory=HeadConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -37,6 +37,44 @@ def per_class_table(result: dict, domain: str) -> str:
     return "\n".join(lines)
 
 
+def eval_report_markdown(metrics: dict, title: str = "Evaluation") -> str:
+    """Markdown of one run's metrics (the dict of ``rsmoe.engine.runner.evaluate``): mIoU, mAcc, mF1, OA per domain
+    (+ the mean over target domains), then per-class IoU with one column per domain, in percent."""
+    domains = metrics["domains"]
+    lines = [f"# {title}", "", "| domain | mIoU | mAcc | mF1 | OA |", "|---|---|---|---|---|"]
+    for name, m in domains.items():
+        lines.append(f"| {name} | " + " | ".join(_pct(m.get(k, math.nan)) for k in SUMMARY_KEYS) + " |")
+    if metrics.get("target_mean"):
+        t = metrics["target_mean"]
+        lines.append("| target mean | " + " | ".join(_pct(t.get(k, math.nan)) for k in SUMMARY_KEYS) + " |")
+    excluded: list[str] = []
+    for m in domains.values():
+        excluded += [c for c in m.get("excluded_from_means", []) if c not in excluded]
+    if excluded:
+        lines += ["", f"mIoU, mAcc and mF1 leave out {', '.join(excluded)}; OA counts every class."]
+    classes: list[str] = []
+    for m in domains.values():
+        classes += [c for c in m.get("per_class", {}) if c not in classes]
+    if classes:
+        names = list(domains)
+        lines += ["", "## IoU per class", "", f"| class | {' | '.join(names)} |", "|" + "---|" * (len(names) + 1)]
+        for c in classes:
+            cells = [_pct(domains[d].get("per_class", {}).get(c, {}).get("IoU", math.nan)) for d in names]
+            label = f"{c} (excluded)" if c in excluded else c
+            lines.append(f"| {label} | {' | '.join(cells)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_eval_report(path: str | Path, metrics: dict, title: str = "Evaluation") -> Path:
+    """Write :func:`eval_report_markdown` to ``path`` (via a temporary file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(eval_report_markdown(metrics, title))
+    os.replace(tmp, path)
+    return path
+
+
 def colourise(mask: np.ndarray, palette: list[list[int]], ignore_index: int = 255) -> np.ndarray:
     """H×W class indices → H×W×3 uint8 using the palette; ignore pixels black."""
     lut = np.zeros((256, 3), dtype=np.uint8)

@@ -6,21 +6,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from ..config import Config
 from ..data.prepared import DatasetInfo, PreparedDataset, load_dataset_info
-
-
-def random_flips(hflip: bool, vflip: bool):
-    """Flip image and mask together (the sample dict convention: image C×H×W, mask H×W)."""
-
-    def apply(sample: dict) -> dict:
-        if hflip and torch.rand(()) < 0.5:
-            sample["image"] = sample["image"].flip(-1)
-            sample["mask"] = sample["mask"].flip(-1)
-        if vflip and torch.rand(()) < 0.5:
-            sample["image"] = sample["image"].flip(-2)
-            sample["mask"] = sample["mask"].flip(-2)
-        return sample
-
-    return apply
+from ..data.transforms import build_train_transforms, raw_value_range
 
 
 def collate(samples: list[dict]) -> dict:
@@ -42,8 +28,10 @@ def train_loader(cfg: Config) -> DataLoader:
     d = cfg.data
     if not d.source_domains:
         raise ValueError("data.source_domains is empty: name the domain(s) to train on")
-    ds = PreparedDataset(d.root, split=d.train_split, domains=d.source_domains,
-                         transform=random_flips(d.hflip, d.vflip), cache=d.cache)
+    info = load_dataset_info(d.root)
+    transform = build_train_transforms(d.augment, info.mean, info.std, value_range=raw_value_range(info.dtype),
+                                       ignore_index=info.ignore_index)
+    ds = PreparedDataset(d.root, split=d.train_split, domains=d.source_domains, transform=transform, cache=d.cache)
     if len(ds) == 0:
         raise ValueError(f"{d.root}: no '{d.train_split}' tiles in domains {d.source_domains}")
     generator = torch.Generator().manual_seed(cfg.train.seed)

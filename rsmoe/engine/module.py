@@ -6,6 +6,7 @@ import torch
 
 from ..config import Config
 from ..models.segmentor import FROZEN_PREFIXES, Segmentor
+from .inference import slide_inference
 from .metrics import mean_over_domains, metrics_from_confusion, update_confusion
 from .optim import build_optimizer
 
@@ -24,6 +25,7 @@ class SegmentationModule(L.LightningModule):
         self.strict_loading = False  # Lightning checkpoints hold only the trainable tensors
         self.confusions: dict[int, torch.Tensor] = {}
         self.last_metrics: dict = {}
+        check_eval_config(cfg, class_names)
 
     # --------------------------------------------------------------------------------------------------- train
     def training_step(self, batch, batch_idx):
@@ -47,15 +49,25 @@ class SegmentationModule(L.LightningModule):
         self.confusions = {i: torch.zeros(k, k, dtype=torch.int64, device=self.device)
                            for i in range(len(self.eval_domains))}
 
+    def predict_scores(self, image: torch.Tensor, wavelengths: torch.Tensor) -> torch.Tensor:
+        """Class scores B×K×H×W as ``cfg.eval`` says: one forward (``whole``) or averaged windows (``slide``)."""
+        ev = self.cfg.eval
+        if ev.mode == "whole":
+            return self.model(image, wavelengths)
+        if ev.mode == "slide":
+            return slide_inference(lambda crop: self.model(crop, wavelengths), image, ev.window, ev.stride,
+                                   len(self.class_names))
+        raise ValueError(f"eval.mode: expected 'whole' or 'slide', got {ev.mode!r}")
+
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        scores = self.model(batch["image"], batch["wavelengths"])
+        scores = self.predict_scores(batch["image"], batch["wavelengths"])
         update_confusion(self.confusions[dataloader_idx], scores.argmax(1), batch["mask"], self.ignore_index)
 
     def on_validation_epoch_end(self) -> None:
         per_domain = {}
         for i, name in enumerate(self.eval_domains):
             cm = self.trainer.strategy.reduce(self.confusions[i], reduce_op="sum")
-            per_domain[name] = metrics_from_confusion(cm, self.class_names)
+            per_domain[name] = metrics_from_confusion(cm, self.class_names, self.cfg.eval.exclude_from_means)
             per_domain[name]["confusion"] = cm.cpu().tolist()
             self.log(f"val/{name}/mIoU", per_domain[name]["mIoU"], sync_dist=False)
         targets = [d for d in self.eval_domains if d in self.cfg.data.target_domains]
@@ -63,3 +75,15 @@ class SegmentationModule(L.LightningModule):
             "domains": per_domain,
             "target_mean": mean_over_domains({d: per_domain[d] for d in targets}) if targets else {},
         }
+
+
+def check_eval_config(cfg: Config, class_names: list[str]) -> None:
+    """Fail before any training when the ``eval`` section cannot be applied."""
+    ev = cfg.eval
+    if ev.mode not in ("whole", "slide"):
+        raise ValueError(f"eval.mode: expected 'whole' or 'slide', got {ev.mode!r}")
+    if ev.mode == "slide" and (ev.window <= 0 or ev.stride <= 0):
+        raise ValueError(f"eval.window and eval.stride must be positive, got {ev.window} and {ev.stride}")
+    unknown = [c for c in ev.exclude_from_means if c not in class_names]
+    if unknown:
+        raise ValueError(f"eval.exclude_from_means: {unknown} are not among the classes {class_names}")

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ..config import Config
 from ..models.segmentor import Segmentor, build_segmentor
+from ..report import write_eval_report
 from ..sensors import get_sensor
 from .checkpoints import CheckpointMeta, load_checkpoint, save_checkpoint
 from .data import dataset_info, eval_loaders, train_loader
@@ -103,15 +104,17 @@ def train(cfg: Config, progress: bool = True) -> dict:
     metrics["step"] = meta.step
     if trainer.is_global_zero:
         write_json(out / "metrics.json", metrics)
+        write_eval_report(out / "metrics.md", metrics, title=f"{cfg.name}: evaluation at step {meta.step}")
     return metrics
 
 
 def evaluate_checkpoint(path: str | Path, cfg: Config | None = None, progress: bool = True) -> dict:
-    """Load a checkpoint and evaluate it on its own config's domains (or ``cfg``'s data section)."""
+    """Load a checkpoint and evaluate it on its own config's domains (or with ``cfg``'s data and eval sections)."""
     model, meta = load_checkpoint(path)
     run_cfg = meta.config
     if cfg is not None:
         run_cfg.data = cfg.data
+        run_cfg.eval = cfg.eval
     return evaluate(run_cfg, model, meta.class_names, progress=progress)
 
 
