@@ -120,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_params)
 
+    p = sub.add_parser("captions", help="caption a prepared dataset with MLLMs / statistics into a SQLite store")
+    from .text.pipeline import add_captions_arguments, run_captions_from_args
+
+    add_captions_arguments(p)
+    p.set_defaults(func=run_captions_from_args)
+
     p = sub.add_parser("predict", help="map whole GeoTIFF scenes with a checkpoint")
     try:
         from .predict import add_predict_arguments

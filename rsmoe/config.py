@@ -136,9 +136,52 @@ class TrainConfig:
 
 
 @dataclass
+class MPersConfig:
+    """MPerS (``model: mpers``; SPEC-mpers, :class:`rsmoe.models.mpers.MPerS`). The backbone section gives the frozen
+    DINOv3 (taps default to [5, 11, 17, 23] of 24 blocks, [2, 5, 8, 11] of 12); the adapter/depth/head sections
+    are not used.
+
+    Captions: ``captioners`` names the M caption sources (one DMTE expert each, the order of the store lookup);
+    ``statistics`` is the label-map captioner. ``caption_store``: the SQLite store of ``rsmoe captions`` (MLLM
+    captions; null = none). ``train_statistics``: where the training captions of the ``statistics`` slot come from —
+    ``live`` (written from the ground truth of the augmented crop the model sees, embedded on the fly) or ``store``.
+    ``eval_captions``: ``statistics-self`` (two passes: the model's own first-pass prediction is captioned),
+    ``store`` (only image-derived store captions) or ``none``; evaluation never captions ground truth.
+    ``text_encoder``: a local text-encoder folder or ``tiny`` (random tiny CLIP, seed ``text_encoder_seed``);
+    ``text_dim``: d_t (null = the encoder's; the tiny encoder is built with it, 32 if null).
+    """
+
+    text_encoder: str = "tiny"
+    text_encoder_seed: int = 0
+    text_encoder_name: str | None = None  # the store's embedding key; null = the encoder's own name
+    text_dim: int | None = None
+    captioners: list[str] = field(default_factory=lambda: ["statistics"])
+    caption_store: str | None = None
+    train_statistics: str = "live"  # live | store
+    eval_captions: str = "statistics-self"  # statistics-self | store | none
+    num_prompts: int = 3
+    linguistic_heads: int = 8
+    shared_attention: bool = True
+    gate_hidden: int = 128
+    lqga_stages: list[int] = field(default_factory=lambda: [4])
+    neck_channels: list[int] = field(default_factory=lambda: [512, 256])
+    ldpe_widths: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
+    adapter_attention: str = "dilate"  # dilate | mhsa | none
+    dilation: int = 1
+    kernel_size: int = 3
+    adapter_heads: int = 8
+    adapter_blocks: int = 1
+    adapter_stages: list[int] = field(default_factory=lambda: [4])
+    adapter_branches: list[str] = field(default_factory=lambda: ["dino", "ldpe"])
+    decoder: str = "unet"  # unet | fpn | pixelup
+    decoder_channels: list[int] = field(default_factory=lambda: [256, 128, 64])
+
+
+@dataclass
 class Config:
     name: str = "run"
     output_dir: str = "runs/run"
+    model: str = "segmentor"  # segmentor (backbone + adapter + head) | mpers (the `mpers` section)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     depth: DepthConfig = field(default_factory=DepthConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
@@ -146,6 +189,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    mpers: MPersConfig = field(default_factory=MPersConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -201,7 +245,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return _build(tp, value, where)
+        return build_dataclass(tp, value, where)
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -221,7 +265,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
 
 
-def _build(cls: type, data: dict, where: str) -> Any:
+def build_dataclass(cls: type, data: dict, where: str) -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, type-checking every value; unknown keys are errors."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -258,7 +303,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 def config_from_dict(data: dict) -> Config:
-    return _build(Config, data, "")
+    return build_dataclass(Config, data, "")
 
 
 def default_taps(num_layers: int) -> list[int]:
