@@ -126,6 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_captions_arguments(p)
     p.set_defaults(func=run_captions_from_args)
 
+    p = sub.add_parser("convert", help="convert public checkpoints to rsmoe / transformers formats (--list)")
+    from .convert import add_convert_arguments, run_convert_from_args
+
+    add_convert_arguments(p)
+    p.set_defaults(func=run_convert_from_args)
+
+    p = sub.add_parser("sweep", help="list / count / train the points of an ablation grid")
+    from .sweep import add_sweep_arguments, run_sweep_from_args
+
+    add_sweep_arguments(p)
+    p.set_defaults(func=run_sweep_from_args)
+
     p = sub.add_parser("predict", help="map whole GeoTIFF scenes with a checkpoint")
     try:
         from .predict import add_predict_arguments
