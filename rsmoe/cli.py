@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_synth)
 
+    p = sub.add_parser("prepare", help="turn an official dataset release into the prepared format")
+    from .prepare_cli import add_prepare_arguments, run_prepare
+
+    add_prepare_arguments(p)
+    p.set_defaults(func=run_prepare)
+
     p = sub.add_parser("train", help="train a config; writes model.safetensors, last.ckpt, metrics.json")
     _add_config_args(p)
     p.add_argument("--no-progress", action="store_true")

@@ -17,6 +17,10 @@ GeoTIFF tiles). Several real releases ship more than one band order (Five-Billio
 - ``ISPRS-Potsdam``: R, G, B, IR; ``ISPRS-Vaihingen``: NIR, R, G (false colour). Ranges are not published with
   the benchmark, so they are ``None``; centres are nominal.
 - ``RGB``: generic R, G, B (LoveDA, OpenEarthMap, SynDrone, user RGB imagery).
+- ``ISPRS-Potsdam-RGB``: the R, G, B bands of Potsdam's RGBIR tiles (the release preparers store these three for
+  the Potsdam→Vaihingen and MPerS tasks). ``LoveDA`` (0.3 m Google Earth), ``OpenEarthMap`` (0.25–0.5 m aerial
+  and satellite; GSD given as 0.5 m) and ``SynDrone`` (CARLA UAV renders; the GSD depends on the flight height,
+  about h/960 m for its 90° 1920-pixel camera, given as 0.05 m for 50 m) are R, G, B with nominal centres.
 """
 from __future__ import annotations
 
@@ -139,6 +143,30 @@ SENSORS: dict[str, Sensor] = {
             (Band("red", 0.665), Band("green", 0.56), Band("blue", 0.49)),
             1.0,
             "Generic RGB imagery, bands R,G,B (GSD nominal)",
+        ),
+        Sensor(
+            "ISPRS-Potsdam-RGB",
+            (Band("red", 0.665), Band("green", 0.56), Band("blue", 0.49)),
+            0.05,
+            "ISPRS Potsdam true ortho-photos, 5 cm, the R,G,B bands of the RGBIR tiles (nominal centres)",
+        ),
+        Sensor(
+            "LoveDA",
+            (Band("red", 0.665), Band("green", 0.56), Band("blue", 0.49)),
+            0.3,
+            "LoveDA Google Earth imagery, 0.3 m, bands R,G,B (nominal centres)",
+        ),
+        Sensor(
+            "OpenEarthMap",
+            (Band("red", 0.665), Band("green", 0.56), Band("blue", 0.49)),
+            0.5,
+            "OpenEarthMap aerial and satellite imagery, 0.25-0.5 m, bands R,G,B (nominal centres)",
+        ),
+        Sensor(
+            "SynDrone",
+            (Band("red", 0.665), Band("green", 0.56), Band("blue", 0.49)),
+            0.05,
+            "SynDrone CARLA UAV renders, bands R,G,B; GSD about h/960 m at flight height h (0.05 m at 50 m)",
         ),
     )
 }

@@ -176,8 +176,9 @@ def test_dataset_info_errors(tmp_path):
 
 
 def test_sensor_registry():
-    assert set(SENSORS) == {"GF-2", "GF-1", "PlanetScope", "Sentinel-2", "FLAIR", "OHS", "ISPRS-Potsdam",
-                            "ISPRS-Vaihingen", "RGB"}
+    assert {"GF-2", "GF-1", "PlanetScope", "Sentinel-2", "FLAIR", "OHS", "ISPRS-Potsdam", "ISPRS-Vaihingen",
+            "RGB"} <= set(SENSORS)
+    assert get_sensor("ISPRS-Potsdam-RGB").band_names == get_sensor("ISPRS-Potsdam").band_names[:3]
     gf2 = get_sensor("GF-2")
     assert gf2.band_names == ["blue", "green", "red", "nir"] and gf2.gsd_m == 4.0
     assert gf2.wavelengths == pytest.approx([0.485, 0.555, 0.66, 0.83])
