@@ -901,7 +901,7 @@ def convert_spectralmoe_official(
     → the authors' ``data_preprocessor`` → 0/1 (unknown). Unknowns go to ``import_unknown``.
     """
     from .engine.checkpoints import save_checkpoint
-    from .params import meta_segmentor
+    from .params import meta_model
     from .sensors import get_sensor
 
     src, out = Path(src), Path(out_path)
@@ -1017,7 +1017,7 @@ def convert_spectralmoe_official(
     ignore = ignore_index if ignore_index is not None else (info.ignore_index if info is not None else 255)
 
     # ---- exact check against the model the config builds, then write
-    model = meta_segmentor(config, len(names), wl)
+    model = meta_model(config, len(names), wl)
     expected = {k: tuple(v.shape) for k, v in model.trainable_state_dict().items()}
     _check_keys(where, imported.tensors, expected, names=official_key_for)
     tensors = {k: imported.tensors[k].detach().to(torch.float32).contiguous() for k in expected}

@@ -1,7 +1,9 @@
-"""`rsmoe demo`: frozen vs Rein vs SpectralMoE on the synthetic sensor shift, end to end in minutes on a CPU.
+"""`rsmoe demo`: frozen vs Rein vs SpectralMoE vs MPerS on the synthetic sensor shift, end to end in minutes on a CPU.
 
 1. synthesise the benchmark if missing (``rsmoe synth``);
-2. train the three variants of ``resources/demo.yaml`` on the GF-2 domain (same seed, same iterations);
+2. train the variants of ``resources/demo.yaml`` on the GF-2 domain (same seed, same iterations); the MPerS variant
+   (``model=mpers``) is guided by statistics captions embedded by a random tiny CLIP text encoder — of the ground
+   truth while training, of its own first-pass prediction at evaluation (``run_demo(variants=…)`` can leave it out);
 3. evaluate each on GF-2 (val) and every target sensor (test);
 4. write ``report.md`` (per-domain tables, every number measured in this run), ``metrics.json`` and one PNG per
    domain with image / truth / each method's prediction.
@@ -31,6 +33,7 @@ VARIANTS: dict[str, list[str]] = {
     "frozen": ["adapter.type=none"],
     "rein": ["adapter.type=rein"],
     "spectralmoe": ["adapter.type=spectralmoe", "depth.enabled=true"],
+    "mpers": ["model=mpers"],
 }
 
 
@@ -94,7 +97,7 @@ def write_panels(base: Config, out: Path, variants, per_domain: int = 3) -> dict
         raw = image.numpy() * np.asarray(info.std)[None, :, None, None] + np.asarray(info.mean)[None, :, None, None]
         rgb = np.stack([rgb_composite(r, select_rgb_bands(wl.tolist())) for r in raw])
         truth = torch.stack([s["mask"] for s in samples]).numpy()
-        preds = {name: m(image, wl).argmax(1).numpy() for name, m in models.items()}
+        preds = {name: m.predict(image, wl).argmax(1).numpy() for name, m in models.items()}
         figures[domain] = save_panel(out / f"{domain}.png", rgb, truth, preds, info.palette,
                                      f"{domain} ({split}) — image / truth / predictions", info.ignore_index)
     return figures
@@ -113,6 +116,13 @@ def write_report(out: Path, base: Config, results: dict, timings: dict, figures:
         f"{base.data.batch_size}, lr {base.train.lr}.",
         "",
     ]
+    if "mpers" in results:
+        lines += [
+            "MPerS: LDPE + DilateFormer adapters + U-Net decoder on the same frozen backbone, guided (DMTE + LQGA) by "
+            "statistics captions embedded by a random tiny CLIP text encoder — of the ground truth in training, of "
+            "the model's own first-pass prediction at evaluation (never the evaluated ground truth).",
+            "",
+        ]
     for key in ("mIoU", "mAcc", "mF1", "OA"):
         lines += [f"## {key} (%)", "", metrics_table(results, key), ""]
     lines += ["## Training time (s)", "", "| method | seconds |", "|---|---|"]

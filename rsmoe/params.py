@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .config import Config
-from .models.segmentor import Segmentor, build_segmentor
+from .models.build import build_model
 
 RGB_WAVELENGTHS = [0.665, 0.560, 0.490]
 
@@ -27,16 +27,16 @@ def _shape_only(section_cfg) -> None:
         section_cfg.pretrained = None
 
 
-def meta_segmentor(cfg: Config, num_classes: int, wavelengths: list[float] | None = None) -> Segmentor:
+def meta_model(cfg: Config, num_classes: int, wavelengths: list[float] | None = None):
     cfg = copy.deepcopy(cfg)
     _shape_only(cfg.backbone)
     _shape_only(cfg.depth)
     with torch.device("meta"):
-        return build_segmentor(cfg, num_classes, wavelengths or RGB_WAVELENGTHS)
+        return build_model(cfg, num_classes, wavelengths or RGB_WAVELENGTHS, load_text_encoder=False)
 
 
 def count_parameters(cfg: Config, num_classes: int = 24) -> dict:
-    model = meta_segmentor(cfg, num_classes)
+    model = meta_model(cfg, num_classes)
     per_module = model.trainable_parameter_counts()
     total = sum(per_module.values())
     head = per_module.get("head", 0)

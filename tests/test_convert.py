@@ -497,10 +497,10 @@ def test_spectralmoe_official_unknowns_and_errors(tmp_path, capsys):
 
 def test_state_dict_conversion_covers_the_segmentor_exactly(tmp_path):
     from rsmoe.config import load_config
-    from rsmoe.params import meta_segmentor
+    from rsmoe.params import meta_model
 
     imported = convert_spectralmoe_official_state_dict(official_full_state())
-    model = meta_segmentor(load_config(tiny_config_yaml(tmp_path / "t.yaml")), 3, [0.665, 0.56, 0.49])
+    model = meta_model(load_config(tiny_config_yaml(tmp_path / "t.yaml")), 3, [0.665, 0.56, 0.49])
     expected = model.trainable_state_dict()
     assert set(imported.tensors) == set(expected)  # zero missing, zero unexpected
     for key, value in expected.items():

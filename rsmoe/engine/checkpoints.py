@@ -17,7 +17,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..config import Config, config_from_dict
-from ..models.segmentor import FROZEN_PREFIXES, Segmentor, build_segmentor
+from ..models.build import build_model
+from ..models.segmentor import FROZEN_PREFIXES, Segmentor
 
 FORMAT = "rsmoe-checkpoint-v1"
 
@@ -112,10 +113,22 @@ def load_trainable(model: Segmentor, tensors: dict[str, torch.Tensor], path: str
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Segmentor, CheckpointMeta]:
     """Rebuild the Segmentor of a checkpoint (frozen weights from the config's references) and load its tensors."""
     tensors, meta = read_checkpoint(path)
-    model = build_segmentor(meta.config, len(meta.class_names), meta.wavelengths)
+    model = build_model(meta.config, len(meta.class_names), meta.wavelengths, class_names=meta.class_names,
+                        ignore_index=meta.ignore_index)
     load_trainable(model, tensors, path)
     assert not any(k.startswith(FROZEN_PREFIXES) for k in tensors)
     return model.to(map_location).eval(), meta
+
+
+class EvaluationForward(torch.nn.Module):
+    """``forward(image, wavelengths)`` = the model's evaluation-time ``predict`` (MPerS: with its own captions)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor, wavelengths: torch.Tensor) -> torch.Tensor:
+        return self.model.predict(image, wavelengths)
 
 
 def load_prediction_model(path: str | Path, device: str = "cpu"):
@@ -124,7 +137,7 @@ def load_prediction_model(path: str | Path, device: str = "cpu"):
 
     model, meta = load_checkpoint(path, device)
     return PredictionModel(
-        model=model, class_names=meta.class_names, palette=[tuple(c) for c in meta.palette], mean=meta.mean,
+        model=EvaluationForward(model), class_names=meta.class_names, palette=[tuple(c) for c in meta.palette], mean=meta.mean,
         std=meta.std, wavelengths=meta.wavelengths, band_names=meta.band_names, sensor=meta.sensor,
         ignore_index=meta.ignore_index, multiple_of=model.backbone.patch_size,
     )

@@ -15,6 +15,7 @@ def collate(samples: list[dict]) -> dict:
         "mask": torch.stack([s["mask"] for s in samples]),
         "wavelengths": torch.stack([torch.as_tensor(s["wavelengths"]) for s in samples]),
         "domain": [s["domain"] for s in samples],
+        "image_path": [s.get("meta", {}).get("image") for s in samples],  # MPerS's caption-store key
     }
 
 

@@ -5,6 +5,8 @@ import lightning as L
 import torch
 
 from ..config import Config
+from ..models.mpers.captions import CaptionInputs
+from ..models.mpers.model import MPerS
 from ..models.segmentor import FROZEN_PREFIXES, Segmentor
 from .inference import slide_inference
 from .metrics import mean_over_domains, metrics_from_confusion, update_confusion
@@ -25,12 +27,15 @@ class SegmentationModule(L.LightningModule):
         self.strict_loading = False  # Lightning checkpoints hold only the trainable tensors
         self.confusions: dict[int, torch.Tensor] = {}
         self.last_metrics: dict = {}
+        # MPerS: captions per batch (store / live ground-truth statistics in training, never ground truth in eval)
+        self.captions = CaptionInputs(model, cfg.mpers, cfg.data.root) if isinstance(model, MPerS) else None
         check_eval_config(cfg, class_names)
 
     # --------------------------------------------------------------------------------------------------- train
     def training_step(self, batch, batch_idx):
+        text = self.captions.for_training(batch) if self.captions is not None else {}
         terms = self.model.loss(batch["image"], batch["wavelengths"], batch["mask"],
-                                moe_weight=self.cfg.adapter.loss_weight)
+                                moe_weight=self.cfg.adapter.loss_weight, **text)
         self.log("train/loss", terms["loss"].detach(), prog_bar=True, batch_size=batch["image"].shape[0])
         self.log("train/loss_moe", terms["loss_moe"], batch_size=batch["image"].shape[0])
         return terms["loss"]
@@ -49,18 +54,23 @@ class SegmentationModule(L.LightningModule):
         self.confusions = {i: torch.zeros(k, k, dtype=torch.int64, device=self.device)
                            for i in range(len(self.eval_domains))}
 
-    def predict_scores(self, image: torch.Tensor, wavelengths: torch.Tensor) -> torch.Tensor:
-        """Class scores B×K×H×W as ``cfg.eval`` says: one forward (``whole``) or averaged windows (``slide``)."""
+    def predict_scores(self, image: torch.Tensor, wavelengths: torch.Tensor, **text) -> torch.Tensor:
+        """Class scores B×K×H×W as ``cfg.eval`` says: one forward (``whole``) or averaged windows (``slide``).
+        MPerS predicts with its evaluation captions (``text``: image-derived store captions only)."""
         ev = self.cfg.eval
+
+        def forward(x):
+            return self.model.predict(x, wavelengths, **text)
+
         if ev.mode == "whole":
-            return self.model(image, wavelengths)
+            return forward(image)
         if ev.mode == "slide":
-            return slide_inference(lambda crop: self.model(crop, wavelengths), image, ev.window, ev.stride,
-                                   len(self.class_names))
+            return slide_inference(forward, image, ev.window, ev.stride, len(self.class_names))
         raise ValueError(f"eval.mode: expected 'whole' or 'slide', got {ev.mode!r}")
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        scores = self.predict_scores(batch["image"], batch["wavelengths"])
+        text = self.captions.for_eval(batch) if self.captions is not None else {}
+        scores = self.predict_scores(batch["image"], batch["wavelengths"], **text)
         update_confusion(self.confusions[dataloader_idx], scores.argmax(1), batch["mask"], self.ignore_index)
 
     def on_validation_epoch_end(self) -> None:

@@ -12,7 +12,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ..config import Config
-from ..models.segmentor import Segmentor, build_segmentor
+from ..models.build import build_model
+from ..models.segmentor import Segmentor
 from ..report import write_eval_report
 from ..sensors import get_sensor
 from .checkpoints import CheckpointMeta, load_checkpoint, save_checkpoint
@@ -69,7 +70,8 @@ def checkpoint_meta(cfg: Config, step: int) -> CheckpointMeta:
 def build_for_config(cfg: Config) -> tuple[Segmentor, CheckpointMeta]:
     meta = checkpoint_meta(cfg, 0)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    return build_segmentor(cfg, len(meta.class_names), meta.wavelengths), meta
+    return build_model(cfg, len(meta.class_names), meta.wavelengths, class_names=meta.class_names,
+                       ignore_index=meta.ignore_index), meta
 
 
 def evaluate(cfg: Config, model: Segmentor, class_names: list[str], progress: bool = True) -> dict:

@@ -103,6 +103,10 @@ class Segmentor(nn.Module):
         out = self.run(image, wavelengths)
         return self.head.predict(out.head_out, image.shape[-2:])
 
+    def predict(self, image: Tensor, wavelengths: Tensor) -> Tensor:
+        """Evaluation-time class scores (the same as :meth:`forward`; every rsmoe model has ``predict``)."""
+        return self.forward(image, wavelengths)
+
     def loss(self, image: Tensor, wavelengths: Tensor, mask: Tensor, moe_weight: float = 1.0) -> dict[str, Tensor]:
         out = self.run(image, wavelengths)
         terms = self.head.loss(out.head_out, mask)
