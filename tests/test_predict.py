@@ -16,7 +16,7 @@ import rasterio
 import torch
 from affine import Affine
 
-import rsmoe.predict as predict_module
+import rsmoe.predict.cli as predict_cli  # run_predict_from_args looks _limit_heap_growth up there
 from rsmoe.predict import (
     MIN_WEIGHT,
     PredictError,
@@ -123,7 +123,7 @@ def quiet(**kw):
 @pytest.fixture(autouse=True)
 def _keep_malloc_settings(monkeypatch):
     """`rsmoe predict` tunes glibc malloc for its own process; not for the shared pytest process."""
-    monkeypatch.setattr(predict_module, "_limit_heap_growth", lambda: False)
+    monkeypatch.setattr(predict_cli, "_limit_heap_growth", lambda: False)
 
 
 # ------------------------------------------------------------------------------------------------ geometry, blending

@@ -1,0 +1,29 @@
+"""The trained model as prediction consumes it, and the user-facing error type."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class PredictionModel:
+    """A trained segmentation model plus everything needed to apply it to a scene (built by the checkpoint loader)."""
+
+    model: torch.nn.Module  # forward(image B×C×h×w float32 normalised, wavelengths (C,) µm) -> logits B×K×h×w
+    class_names: list[str]
+    palette: list[tuple[int, int, int]]
+    mean: list[float]
+    std: list[float]  # per band: normalised = (x - mean) / std
+    wavelengths: list[float]  # µm, per band, in the order the model expects
+    band_names: list[str]
+    sensor: str | None = None
+    ignore_index: int = 255
+    multiple_of: int = 1  # tile sides must be a multiple of this (patch size); windows are padded up to it
+
+
+class PredictError(ValueError):
+    """A user-facing problem (bad arguments, band mismatch …). The message is always a single line."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))

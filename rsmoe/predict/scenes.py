@@ -1,0 +1,154 @@
+"""Many scenes, many processes: up-front validation, ``resume``, and the round-robin split of the scenes over
+``devices`` worker processes (see the :mod:`rsmoe.predict` package docstring)."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .bands import _scene_bands
+from .inference import _resolve_device
+from .memory import _limit_heap_growth
+from .model import PredictError, PredictionModel
+from .output import _is_finished, output_paths
+from .scene import _bar, predict_scene
+from .windows import plan_windows
+
+
+def _validate_scenes(pm: PredictionModel, inputs: list[Path], bands: Sequence[int] | None) -> None:
+    """Open every scene's header and check its bands before any work starts (fail fast, one-line errors)."""
+    import rasterio
+
+    stems: dict[str, Path] = {}
+    for path in inputs:
+        stem = path.stem
+        if stem in stems:
+            raise PredictError(f"two inputs share the name {stem!r} ({stems[stem]} and {path}): outputs would collide")
+        stems[stem] = path
+        if not path.is_file():
+            raise PredictError(f"input not found: {path}")
+        try:
+            with rasterio.open(path) as src:
+                _scene_bands(pm, src, path, bands)
+        except rasterio.errors.RasterioIOError as exc:
+            raise PredictError(f"cannot read {path}: {exc}") from None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, pm: PredictionModel, todo: list[Path], out_dir: Path,
+            kwargs: dict, result_path: str) -> None:
+    import torch.distributed as dist
+
+    _limit_heap_growth()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    device = _resolve_device(kwargs.pop("device"))
+    if device.type == "cuda":
+        device = torch.device("cuda", rank % max(1, torch.cuda.device_count()))
+        torch.cuda.set_device(device)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        mine = todo[rank::world]
+        summaries = _predict_list(pm, mine, out_dir, device=device, rank=rank, world_size=world, **kwargs)
+        gathered: list[Any] = [None] * world
+        dist.all_gather_object(gathered, summaries)
+        if rank == 0:
+            Path(result_path).write_text(json.dumps([s for part in gathered for s in part]))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _predict_list(pm, scenes: list[Path], out_dir: Path, *, show_progress: bool, rank: int = 0,
+                  world_size: int = 1, **kwargs) -> list[dict]:
+    from contextlib import nullcontext
+
+    out = []
+    outer = _bar(len(scenes), "scenes" + (f" [rank {rank}]" if world_size > 1 else ""), show_progress,
+                 2 * rank, leave=True, unit="scene")
+    try:
+        for scene in scenes:
+            out.append(predict_scene(pm, scene, out_dir, show_progress=show_progress, rank=rank,
+                                     world_size=world_size, progress_position=2 * rank, **kwargs))
+            if outer is not None:
+                outer.update(1)
+    finally:
+        if outer is not None:
+            outer.close()
+    return out
+
+
+def predict_scenes(
+    pm: PredictionModel,
+    inputs: list[Path],
+    out_dir: Path,
+    *,
+    tile: int = 512,
+    overlap: int = 128,
+    batch_size: int = 4,
+    bands: list[int] | None = None,
+    probabilities: bool = False,
+    resume: bool = False,
+    devices: int = 1,
+    device: str = "cpu",
+    show_progress: bool = True,
+) -> list[dict]:
+    """Predict every scene in ``inputs`` into ``out_dir``; one summary dict per input, in input order.
+
+    Raises :class:`PredictError` (one-line message) on bad arguments or a band mismatch, before any scene is
+    processed. With ``resume`` a scene whose ``_classes.tif`` and ``_summary.json`` exist is skipped (its summary is
+    the stored one with ``status = "skipped"``). With ``devices > 1`` the scenes are split round-robin over that many
+    processes (see the module docstring).
+    """
+    inputs = [Path(p) for p in inputs]
+    out_dir = Path(out_dir)
+    if batch_size < 1:
+        raise PredictError(f"--batch-size must be positive, got {batch_size}")
+    if devices < 1:
+        raise PredictError(f"--devices must be positive, got {devices}")
+    if len(pm.mean) != len(pm.wavelengths) or len(pm.std) != len(pm.wavelengths):
+        raise PredictError("checkpoint statistics (mean/std) and wavelengths have different band counts")
+    plan_windows(max(tile, 1), max(tile, 1), tile, overlap, pm.multiple_of)  # validates tile / overlap
+    _validate_scenes(pm, inputs, bands)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[Path, dict] = {}
+    todo = []
+    for scene in inputs:
+        if resume and _is_finished(out_dir, scene):
+            try:
+                stored = json.loads(output_paths(out_dir, scene)["summary"].read_text())
+            except (OSError, ValueError):
+                stored = {}
+            results[scene] = {**stored, "input": str(scene), "status": "skipped"}
+        else:
+            todo.append(scene)
+    kwargs = dict(tile=tile, overlap=overlap, batch_size=batch_size, bands=bands, probabilities=probabilities)
+    world = min(devices, len(todo))
+    if world <= 1:
+        for s in _predict_list(pm, todo, out_dir, device=device, show_progress=show_progress, **kwargs):
+            results[Path(s["input"])] = s
+    elif todo:
+        import torch.multiprocessing as mp
+
+        port = _free_port()
+        with tempfile.TemporaryDirectory(prefix="rsmoe-predict-") as tmp:
+            result_path = os.path.join(tmp, "summaries.json")
+            try:
+                mp.spawn(_worker, args=(world, port, pm, todo, out_dir,
+                                        {**kwargs, "device": device, "show_progress": show_progress}, result_path),
+                         nprocs=world, join=True)
+            except mp.ProcessRaisedException as exc:
+                last = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+                raise PredictError(f"a prediction process failed: {last[-1] if last else exc}") from None
+            for s in json.loads(Path(result_path).read_text()):
+                results[Path(s["input"])] = s
+    return [results[s] for s in inputs]
