@@ -9,20 +9,11 @@ import json
 import pytest
 
 from rsmoe.config import apply_override, config_from_dict, read_yaml
-from rsmoe.data.synthetic import synthesize
 from rsmoe.demo import demo_config_path
 from rsmoe.engine.runner import train
 from rsmoe.sweep import load_grid
 
-SMALL = {"GF-2": {"train": 4, "val": 2}, "GF-1": {"test": 2}, "PlanetScope": {"test": 1}, "Sentinel-2": {"test": 1}}
 GRIDS = ("text_encoder", "dilation", "decoder", "stages")
-
-
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    synthesize(root, seed=1, tile=32, tiles_per_domain=SMALL, show_progress=False, datasets=("multispectral",))
-    return root / "multispectral"
 
 
 def tiny_point_config(point, bench, out):

@@ -7,20 +7,9 @@ from safetensors import safe_open
 
 from rsmoe.cli import main
 from rsmoe.config import load_config
-from rsmoe.data.synthetic import synthesize
 from rsmoe.demo import demo_config_path
 from rsmoe.engine.checkpoints import load_checkpoint
 from rsmoe.engine.runner import evaluate, evaluate_checkpoint, train
-
-SMALL = {"GF-2": {"train": 6, "val": 2}, "GF-1": {"test": 2}, "PlanetScope": {"test": 2}, "Sentinel-2": {"test": 2}}
-
-
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    synthesize(root, seed=0, tile=32, tiles_per_domain=SMALL, show_progress=False, datasets=("multispectral",))
-    return root / "multispectral"
-
 
 def run_cfg(bench, out, *extra):
     return load_config(demo_config_path(), [f"data.root={bench}", f"output_dir={out}", "train.iterations=4",

@@ -260,18 +260,6 @@ def test_tiny_mpers_learns_one_batch_and_keeps_frozen_parts_frozen():
 TINY_MPERS = ["model=mpers", "mpers.neck_channels=[32, 16]", "mpers.ldpe_widths=[8, 8, 16, 16]",
               "mpers.adapter_heads=2", "mpers.text_dim=16", "mpers.linguistic_heads=2", "mpers.gate_hidden=8",
               "mpers.decoder_channels=[16, 16, 8]"]
-SMALL = {"GF-2": {"train": 4, "val": 2}, "GF-1": {"test": 2}, "PlanetScope": {"test": 1}, "Sentinel-2": {"test": 1}}
-
-
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory):
-    from rsmoe.data.synthetic import synthesize
-
-    root = tmp_path_factory.mktemp("synthetic")
-    synthesize(root, seed=0, tile=32, tiles_per_domain=SMALL, show_progress=False, datasets=("multispectral",))
-    return root / "multispectral"
-
-
 def mpers_cfg(bench, out, *extra):
     from rsmoe.config import load_config
     from rsmoe.demo import demo_config_path
