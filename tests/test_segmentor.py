@@ -98,3 +98,8 @@ def test_dofa_backbone_takes_any_band_count_by_wavelength():
     ohs = torch.linspace(0.466, 0.940, 32)
     many = model(torch.randn(1, 32, 32, 32), ohs)  # the same trained model, 32 bands
     assert four.shape == (1, 5, 32, 32) and many.shape == (1, 5, 32, 32)
+
+
+def test_taps_must_give_four_levels():
+    with pytest.raises(ValueError, match="4 blocks"):
+        tiny("none", **{"backbone.taps": "[1, 2, 3]"})

@@ -85,4 +85,13 @@ __all__ = [
     "dinov3_config_from_state",
     "load_torch_file",
     "run_convert_from_args",
+    "main",
+    "ADAPTER_PREFIX",
+    "HEAD_PREFIX",
+    "OfficialMeta",
+    "default_palette",
+    "official_key_for",
+    "parse_mmengine_config_text",
+    "read_classes_file",
+    "read_official_meta",
 ]

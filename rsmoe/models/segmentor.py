@@ -54,6 +54,9 @@ class Segmentor(nn.Module):
         self.depth = depth
         self.head = head
         self.taps = list(taps) if taps is not None else default_taps(backbone.num_layers)
+        if len(self.taps) != len(PYRAMID_SCALES):
+            raise ValueError(f"backbone.taps must name {len(PYRAMID_SCALES)} blocks (one per pyramid level at "
+                             f"×4, ×2, ×1, ×0.5), got {self.taps}")
         if any(t < 0 or t >= backbone.num_layers for t in self.taps):
             raise ValueError(f"taps {self.taps} outside the backbone's {backbone.num_layers} blocks")
         if adapter is not None and adapter.num_layers != backbone.num_layers:
@@ -88,7 +91,7 @@ class Segmentor(nn.Module):
                 maps.append(tokens_to_map(self.backbone.split_prefix(tokens)[1], ctx.grid))
         pyramid = [
             m if s == 1.0 else F.interpolate(m, scale_factor=s, mode="bilinear", align_corners=False)
-            for m, s in zip(maps, PYRAMID_SCALES)
+            for m, s in zip(maps, PYRAMID_SCALES, strict=True)
         ]
         moe_loss = torch.stack(losses).mean() if losses else image.new_zeros(())
         return pyramid, moe_loss

@@ -86,4 +86,10 @@ __all__ = [
     "output_paths",
     "add_predict_arguments",
     "run_predict_from_args",
+    "window_starts",
+    "blend_profile",
+    "MIN_WEIGHT",
+    "WAVELENGTH_TOLERANCE_UM",
+    "GDAL_CACHE_BYTES",
+    "PREVIEW_MAX_SIDE",
 ]

@@ -70,7 +70,6 @@ def _worker(rank: int, world: int, port: int, pm: PredictionModel, todo: list[Pa
 
 def _predict_list(pm, scenes: list[Path], out_dir: Path, *, show_progress: bool, rank: int = 0,
                   world_size: int = 1, **kwargs) -> list[dict]:
-    from contextlib import nullcontext
 
     out = []
     outer = _bar(len(scenes), "scenes" + (f" [rank {rank}]" if world_size > 1 else ""), show_progress,
