@@ -39,8 +39,9 @@ def cmd_train(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     metrics = train(cfg, progress=not args.no_progress)
-    _print_metrics(metrics)
-    print(f"checkpoint: {Path(cfg.output_dir) / 'model.safetensors'}")
+    if "domains" in metrics:  # only the first of several DDP processes evaluates
+        _print_metrics(metrics)
+        print(f"checkpoint: {Path(cfg.output_dir) / 'model.safetensors'}")
     return 0
 
 

@@ -80,3 +80,23 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["train", "--config", str(tmp_path / "nope.yaml")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "nope.yaml" in err
+
+
+def test_two_process_ddp_training_on_cpu(bench, tmp_path):
+    """`train.devices: 2` trains with Lightning DDP (two CPU processes); the first one evaluates exactly once."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "rsmoe", "train", "--config", str(demo_config_path()), "--no-progress",
+           "--set", f"data.root={bench}", "--set", f"output_dir={out}", "--set", "train.iterations=3",
+           "--set", "data.batch_size=2", "--set", "train.devices=2", "--set", "train.accelerator=cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count("checkpoint:") == 1  # printed by the first process only
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["step"] == 3
+    again = evaluate_checkpoint(out / "model.safetensors", progress=False)
+    assert again["domains"]["GF-1"]["confusion"] == metrics["domains"]["GF-1"]["confusion"]

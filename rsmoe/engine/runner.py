@@ -36,10 +36,10 @@ def _quiet_lightning() -> None:
 
 
 def _trainer(cfg: Config, *, max_steps: int = -1, progress: bool = True, callbacks=(), limit_val: float | int = 1.0,
-             val_interval: int | None = None) -> L.Trainer:
+             val_interval: int | None = None, devices: int | None = None) -> L.Trainer:
     return L.Trainer(
         accelerator=cfg.train.accelerator,
-        devices=cfg.train.devices,
+        devices=devices or cfg.train.devices,
         precision=cfg.train.precision,
         max_steps=max_steps,
         max_epochs=-1 if max_steps > 0 else None,
@@ -75,16 +75,21 @@ def build_for_config(cfg: Config) -> tuple[Segmentor, CheckpointMeta]:
 
 
 def evaluate(cfg: Config, model: Segmentor, class_names: list[str], progress: bool = True) -> dict:
-    """Per-domain metrics of ``model`` on the config's source (val) and target (test) domains."""
+    """Per-domain metrics of ``model`` on the config's source (val) and target (test) domains.
+
+    Runs on one device: a distributed sampler would pad uneven shards with repeated tiles and count them twice."""
     _quiet_lightning()
     names, loaders = eval_loaders(cfg)
     module = SegmentationModule(cfg, model, class_names, names)
-    _trainer(cfg, progress=progress).validate(module, dataloaders=loaders, verbose=False)
+    _trainer(cfg, progress=progress, devices=1).validate(module, dataloaders=loaders, verbose=False)
     return module.last_metrics
 
 
 def train(cfg: Config, progress: bool = True) -> dict:
-    """Fit the config's model; write ``model.safetensors``, ``last.ckpt`` and ``metrics.json`` to output_dir."""
+    """Fit the config's model; write ``model.safetensors``, ``last.ckpt`` and ``metrics.json`` to output_dir.
+
+    With ``train.devices`` > 1 (DDP) every process trains; the first one then evaluates on one device and returns
+    the metrics, the others return ``{"step": …}`` only."""
     _quiet_lightning()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,13 +105,13 @@ def train(cfg: Config, progress: bool = True) -> dict:
     trainer.fit(module, train_dataloaders=train_loader(cfg),
                 val_dataloaders=loaders if cfg.train.val_interval else None, ckpt_path=cfg.train.resume)
     meta.step = int(trainer.global_step)
-    if trainer.is_global_zero:
-        save_checkpoint(model, meta, out / CHECKPOINT_NAME)
+    if not trainer.is_global_zero:
+        return {"step": meta.step}
+    save_checkpoint(model, meta, out / CHECKPOINT_NAME)
     metrics = evaluate(cfg, model, meta.class_names, progress=progress)
     metrics["step"] = meta.step
-    if trainer.is_global_zero:
-        write_json(out / "metrics.json", metrics)
-        write_eval_report(out / "metrics.md", metrics, title=f"{cfg.name}: evaluation at step {meta.step}")
+    write_json(out / "metrics.json", metrics)
+    write_eval_report(out / "metrics.md", metrics, title=f"{cfg.name}: evaluation at step {meta.step}")
     return metrics
 
 
