@@ -186,7 +186,8 @@ def test_expert_refinement_matches_per_token_loop(mode):
     tokens = torch.randn(num_e, m, d, dtype=torch.float64)
     t2f = torch.nn.Linear(d, d).double()
     experts = torch.randint(0, num_e, (11, 1))
-    out = token_experts.refine_grouped(x, experts, torch.ones(11, 1, dtype=torch.float64), tokens, t2f, mode=mode)
+    out = token_experts.refine_grouped(x, experts, torch.ones(11, 1, dtype=torch.float64), tokens,
+                                       token_experts.token_values(tokens, t2f), mode=mode)
     for i in range(11):
         ref = ref_refine_token(x[i], tokens[experts[i, 0]], t2f.weight.detach(), t2f.bias.detach(), mode)
         torch.testing.assert_close(out[i].detach(), ref)
@@ -212,7 +213,8 @@ def test_top2_combine(combine):
     t2f = torch.nn.Linear(d, d).double()
     experts = torch.stack([torch.randperm(3)[:2] for _ in range(9)])
     gates = torch.softmax(torch.randn(9, 2, dtype=torch.float64), 1)
-    out = token_experts.refine_grouped(x, experts, gates, tokens, t2f, mode="dot", combine=combine)
+    out = token_experts.refine_grouped(x, experts, gates, tokens, token_experts.token_values(tokens, t2f),
+                                       mode="dot", combine=combine)
     for i in range(9):
         parts = [ref_refine_token(x[i], tokens[e], t2f.weight.detach(), t2f.bias.detach(), "dot")
                  for e in experts[i].tolist()]
@@ -234,7 +236,9 @@ def test_grouped_compute_touches_each_token_once_per_chosen_expert(monkeypatch):
     monkeypatch.setattr(token_experts, "expert_attention", counting)
     x = torch.randn(50, 8)
     experts = torch.randint(0, 6, (50, 1))
-    token_experts.refine_grouped(x, experts, torch.ones(50, 1), torch.randn(6, 5, 8), torch.nn.Linear(8, 8))
+    tokens = torch.randn(6, 5, 8)
+    values = token_experts.token_values(tokens, torch.nn.Linear(8, 8))
+    token_experts.refine_grouped(x, experts, torch.ones(50, 1), tokens, values)
     assert sum(rows) == 50 and len(rows) == len(torch.unique(experts))
 
 

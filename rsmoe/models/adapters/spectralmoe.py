@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from .fusion import FUSIONS, fuse
 from .query_link import QueryLink
 from .routing import GATINGS, route
-from .token_experts import COMBINES, EXPERT_LOGITS, TokenExperts, refine_grouped
+from .token_experts import COMBINES, EXPERT_LOGITS, TokenExperts, refine_grouped, token_values
 
 LOAD_LOSS_SCALE = 1000.0
 VISUAL, DEPTH = 0, 1
@@ -115,8 +115,9 @@ class SpectralMoE(nn.Module):
             names |= {"w_gate", "w_noise"}
         return names
 
-    def _route_and_refine(self, layer: int, modality: int, x: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
-        """x B×N×d → (Δ B×N×d, router loss scalar)."""
+    def _route_and_refine(self, layer: int, modality: int, x: Tensor, tokens: Tensor,
+                          values: Tensor) -> tuple[Tensor, Tensor]:
+        """x B×N×d → (Δ B×N×d, router loss scalar); tokens E×m×d, values E×(m−1)×d of this layer."""
         b, n, d = x.shape
         flat = x.reshape(b * n, d)
         if self.routing:
@@ -136,7 +137,7 @@ class SpectralMoE(nn.Module):
             gates = torch.ones(b * n, 1, dtype=x.dtype, device=x.device)
             loss = x.new_zeros(())
         delta = refine_grouped(
-            flat, experts, gates, tokens, self.t2f, mode=self.expert_logits, combine=self.combine
+            flat, experts, gates, tokens, values, mode=self.expert_logits, combine=self.combine
         )
         return delta.reshape(b, n, d), loss
 
@@ -145,14 +146,15 @@ class SpectralMoE(nn.Module):
         if self.use_depth and depth is None:
             raise ValueError("SpectralMoE with use_depth needs the depth tokens of every block")
         tokens = self.experts.tokens(layer)  # E×m×d
-        delta_v, loss = self._route_and_refine(layer, VISUAL, visual, tokens)
+        values = token_values(tokens, self.t2f)  # once per layer, shared by both modalities
+        delta_v, loss = self._route_and_refine(layer, VISUAL, visual, tokens, values)
         delta_d = None
         if self.use_depth:
             if depth.shape != visual.shape:
                 raise ValueError(
                     f"depth tokens {tuple(depth.shape)} must match the visual tokens {tuple(visual.shape)}"
                 )
-            delta_d, loss_d = self._route_and_refine(layer, DEPTH, depth, tokens)
+            delta_d, loss_d = self._route_and_refine(layer, DEPTH, depth, tokens, values)
             loss = loss + loss_d
         fused = fuse(delta_v, delta_d, self.fusion)
         update = self.delta(fused + visual)

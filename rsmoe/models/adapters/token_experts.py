@@ -72,29 +72,35 @@ def expert_attention(x: Tensor, tokens: Tensor, mode: str) -> Tensor:
     return torch.softmax(logits, dim=-1)
 
 
+def token_values(tokens: Tensor, t2f: nn.Module) -> Tensor:
+    """E×m×d expert tokens → E×(m−1)×d values t2f(t_i) for i = 2..m (the first token is never summed)."""
+    return t2f(tokens[:, 1:])
+
+
 def refine_grouped(
     x: Tensor,
     experts: Tensor,
     gates: Tensor,
     tokens: Tensor,
-    t2f: nn.Module,
+    values: Tensor,
     *,
     mode: str = "official",
     combine: str = "official",
 ) -> Tensor:
-    """Refinement Δ (T×d) of tokens x (T×d) routed to ``experts`` (T×k, gates T×k); ``tokens``: E×m×d.
+    """Refinement Δ (T×d) of tokens x (T×d) routed to ``experts`` (T×k, gates T×k).
 
-    Each expert computes only on the tokens routed to it.
+    ``tokens``: E×m×d expert tokens (the attention keys); ``values``: E×(m−1)×d, t2f of every token but the first
+    (:func:`token_values`; computed once per layer and shared by both modalities). Each expert computes only on the
+    tokens routed to it.
     """
     num_tokens, k = experts.shape
-    features = t2f(tokens[:, 1:])  # E×(m−1)×d: the value of every token but the first
     if k == 1:
         out = x.new_zeros(x.shape)
         flat_experts = experts[:, 0]
         for e in torch.unique(flat_experts).tolist():
             idx = (flat_experts == e).nonzero(as_tuple=True)[0]
             attn = expert_attention(x[idx], tokens[e], mode)
-            out[idx] = attn[:, 1:] @ features[e]
+            out[idx] = attn[:, 1:] @ values[e]
         return out
     if combine not in COMBINES:
         raise ValueError(f"unknown combine {combine!r}; expected one of {COMBINES}")
@@ -105,7 +111,7 @@ def refine_grouped(
     for e in torch.unique(flat_experts).tolist():
         sel = (flat_experts == e).nonzero(as_tuple=True)[0]
         attn = expert_attention(x[token_index[sel]], tokens[e], mode)
-        slot_out[sel] = attn[:, 1:] @ features[e]
+        slot_out[sel] = attn[:, 1:] @ values[e]
     slot_out = slot_out.reshape(num_tokens, k, -1)
     if combine == "weighted":
         return (flat_gates.reshape(num_tokens, k, 1) * slot_out).sum(1)
