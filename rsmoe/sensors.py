@@ -87,6 +87,9 @@ def _ohs_bands() -> tuple[Band, ...]:
     return tuple(bands)
 
 
+#: R, G, B at nominal centres (µm), for sensors that publish no band ranges
+_RGB_NOMINAL = (Band("red", 0.665), Band("green", 0.56), Band("blue", 0.49))
+
 SENSORS: dict[str, Sensor] = {
     s.name: s
     for s in (
@@ -128,7 +131,7 @@ SENSORS: dict[str, Sensor] = {
         Sensor("OHS", _ohs_bands(), 10.0, "Orbita OHS hyperspectral (WHU-OHS), 10 m, 32 bands 466-940 nm (approx.)"),
         Sensor(
             "ISPRS-Potsdam",
-            (Band("red", 0.665), Band("green", 0.56), Band("blue", 0.49), Band("ir", 0.842)),
+            (*_RGB_NOMINAL, Band("ir", 0.842)),
             0.05,
             "ISPRS Potsdam true ortho-photos, 5 cm, bands R,G,B,IR (nominal centres)",
         ),
@@ -140,31 +143,31 @@ SENSORS: dict[str, Sensor] = {
         ),
         Sensor(
             "RGB",
-            (Band("red", 0.665), Band("green", 0.56), Band("blue", 0.49)),
+            _RGB_NOMINAL,
             1.0,
             "Generic RGB imagery, bands R,G,B (GSD nominal)",
         ),
         Sensor(
             "ISPRS-Potsdam-RGB",
-            (Band("red", 0.665), Band("green", 0.56), Band("blue", 0.49)),
+            _RGB_NOMINAL,
             0.05,
             "ISPRS Potsdam true ortho-photos, 5 cm, the R,G,B bands of the RGBIR tiles (nominal centres)",
         ),
         Sensor(
             "LoveDA",
-            (Band("red", 0.665), Band("green", 0.56), Band("blue", 0.49)),
+            _RGB_NOMINAL,
             0.3,
             "LoveDA Google Earth imagery, 0.3 m, bands R,G,B (nominal centres)",
         ),
         Sensor(
             "OpenEarthMap",
-            (Band("red", 0.665), Band("green", 0.56), Band("blue", 0.49)),
+            _RGB_NOMINAL,
             0.5,
             "OpenEarthMap aerial and satellite imagery, 0.25-0.5 m, bands R,G,B (nominal centres)",
         ),
         Sensor(
             "SynDrone",
-            (Band("red", 0.665), Band("green", 0.56), Band("blue", 0.49)),
+            _RGB_NOMINAL,
             0.05,
             "SynDrone CARLA UAV renders, bands R,G,B; GSD about h/960 m at flight height h (0.05 m at 50 m)",
         ),

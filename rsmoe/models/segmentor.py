@@ -28,6 +28,7 @@ from ..config import Config, default_taps
 from .adapters.rein import build_rein
 from .adapters.spectralmoe import SpectralMoE
 from .backbones.base import FrozenBackbone, tokens_to_map
+from .trainable import TrainablePartsMixin
 
 FROZEN_PREFIXES = ("backbone.", "depth.")
 PYRAMID_SCALES = (4.0, 2.0, 1.0, 0.5)
@@ -39,7 +40,12 @@ class SegmentorOutput:
     moe_loss: Tensor
 
 
-class Segmentor(nn.Module):
+class Segmentor(TrainablePartsMixin, nn.Module):
+    """Frozen backbone (+ frozen depth model) → plug-in after every block → taps → head (see the module doc)."""
+
+    frozen_prefixes = FROZEN_PREFIXES
+    count_children = ("adapter",)
+
     def __init__(
         self,
         backbone: FrozenBackbone,
@@ -124,21 +130,6 @@ class Segmentor(nn.Module):
         if self.depth is not None:
             self.depth.train(False)
         return self
-
-    def trainable_state_dict(self) -> dict[str, Tensor]:
-        """Every tensor of the plug-in and the head (parameters and buffers); nothing of the frozen models."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith(FROZEN_PREFIXES)}
-
-    def trainable_parameter_counts(self) -> dict[str, int]:
-        """Trainable parameters per top-level module (and per adapter part)."""
-        counts: dict[str, int] = {}
-        for name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            parts = name.split(".")
-            key = ".".join(parts[:2]) if parts[0] == "adapter" else parts[0]
-            counts[key] = counts.get(key, 0) + p.numel()
-        return counts
 
     def no_weight_decay_names(self) -> set[str]:
         """Full names of parameters that AdamW must not decay (SPEC §11): norms, head query/level embeddings,

@@ -35,7 +35,19 @@ class BlockContext:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-class FrozenBackbone(nn.Module):
+class FrozenModule(nn.Module):
+    """A module that never trains: no parameter requires grad, and it stays in eval mode under ``.train()``."""
+
+    def freeze(self) -> None:
+        for p in self.parameters():
+            p.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> "FrozenModule":  # noqa: ARG002 - frozen: always eval
+        return super().train(False)
+
+
+class FrozenBackbone(FrozenModule):
     """Base class: frozen, always in eval mode, block-by-block forward.
 
     Subclasses set ``embed_dim``, ``num_layers``, ``num_prefix_tokens``, ``patch_size`` and implement
@@ -46,14 +58,6 @@ class FrozenBackbone(nn.Module):
     num_layers: int
     num_prefix_tokens: int
     patch_size: int
-
-    def freeze(self) -> None:
-        for p in self.parameters():
-            p.requires_grad_(False)
-        super().train(False)
-
-    def train(self, mode: bool = True) -> "FrozenBackbone":  # noqa: ARG002 - frozen: always eval
-        return super().train(False)
 
     def embed(self, image: Tensor, wavelengths: Tensor) -> tuple[Tensor, BlockContext]:
         """Image B×C×H×W (normalised), wavelengths (C,) or (B, C) in µm → tokens B×(P+N)×d and the context."""

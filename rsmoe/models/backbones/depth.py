@@ -33,6 +33,7 @@ from transformers import (
 )
 
 from .bands import select_rgb_bands
+from .base import FrozenModule
 from .dinov3 import check_architecture, check_patch_divisible, config_from_dict, require_dir, seeded, square_patch_size
 
 
@@ -47,7 +48,7 @@ def resize_patch_kernel(weight: Tensor, patch_size: int) -> Tensor:
     return resized.to(weight.dtype)
 
 
-class DepthEncoder(nn.Module):
+class DepthEncoder(FrozenModule):
     """Frozen DINOv2-style encoder of a depth foundation model, returning patch tokens after every block.
 
     Args:
@@ -84,15 +85,6 @@ class DepthEncoder(nn.Module):
         registers = getattr(embeddings, "register_tokens", None)
         self.num_prefix_tokens = 1 + (int(registers.shape[1]) if registers is not None else 0)
         self.freeze()
-
-    # -- frozen, always eval ------------------------------------------------------------------------------------
-    def freeze(self) -> None:
-        for p in self.parameters():
-            p.requires_grad_(False)
-        super().train(False)
-
-    def train(self, mode: bool = True) -> "DepthEncoder":  # noqa: ARG002 - frozen: always eval
-        return super().train(False)
 
     # -- construction -------------------------------------------------------------------------------------------
     @classmethod

@@ -54,6 +54,7 @@ from .dilateformer import DilateAdapter
 from .dmte import DMTE
 from .ldpe import LDPE, conv_bn_relu
 from .lqga import LQGA
+from ..trainable import TrainablePartsMixin
 from .neck import TapPyramidNeck, mpers_default_taps
 
 FROZEN_PREFIXES = ("backbone.", "text_encoder.")
@@ -62,9 +63,12 @@ STATISTICS = "statistics"
 TEXT_CACHE_SIZE = 16384
 
 
-class MPerS(nn.Module):
+class MPerS(TrainablePartsMixin, nn.Module):
     """See the module docstring. ``captioners``: the names of the M caption sources, in the order of ``text``'s
     second axis ('statistics' = the label-map captioner)."""
+
+    frozen_prefixes = FROZEN_PREFIXES
+    count_children = ("adapters", "lqga")
 
     def __init__(
         self,
@@ -279,21 +283,6 @@ class MPerS(nn.Module):
         if isinstance(self.text_encoder, nn.Module):
             self.text_encoder.train(False)
         return self
-
-    def trainable_state_dict(self) -> dict[str, Tensor]:
-        """Every tensor (parameters and buffers) of the trainable modules; nothing of the backbone / text encoder."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith(FROZEN_PREFIXES)}
-
-    def trainable_parameter_counts(self) -> dict[str, int]:
-        """Trainable parameters per top-level module (adapters per placement, LQGA per stage)."""
-        counts: dict[str, int] = {}
-        for name, p in self.named_parameters():
-            if not p.requires_grad or name.startswith(FROZEN_PREFIXES):
-                continue
-            parts = name.split(".")
-            key = ".".join(parts[:2]) if parts[0] in ("adapters", "lqga") else parts[0]
-            counts[key] = counts.get(key, 0) + p.numel()
-        return counts
 
     def no_weight_decay_names(self) -> set[str]:
         """Norm parameters (LayerNorm, BatchNorm, GroupNorm) and the DMTE expert weights W_m."""
