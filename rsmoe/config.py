@@ -55,7 +55,7 @@ class AdapterConfig:
     fusion: str = "official"  # official | cross_attention | add
     combine: str = "official"  # official | weighted (k > 1)
     alpha_init: float = 1e-3
-    query_link: bool = True
+    query_link: bool = True  # only with head.type mask2former, the head that takes query embeddings
     loss_weight: float = 1.0  # weight of the router loss added to the task loss
 
 

@@ -151,7 +151,8 @@ class Segmentor(TrainablePartsMixin, nn.Module):
 
 def build_adapter(cfg: Config, num_layers: int, dim: int) -> SpectralMoE | None:
     a = cfg.adapter
-    query_dim = cfg.head.channels if (a.query_link and cfg.head.type == "mask2former") else (256 if a.query_link else 0)
+    # the link exists only where a head consumes it: unused parameters would never train (and break DDP)
+    query_dim = cfg.head.channels if (a.query_link and cfg.head.type == "mask2former") else 0
     if a.type == "none":
         return None
     if a.type == "rein":
