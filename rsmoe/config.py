@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from .errors import ConfigError
+
 
 @dataclass
 class BackboneConfig:
@@ -198,8 +200,6 @@ class Config:
         return json.dumps(self.to_dict(), sort_keys=True)
 
 
-class ConfigError(ValueError):
-    pass
 
 
 def _merge(base: dict, top: dict) -> dict:

@@ -13,8 +13,7 @@ import torch
 
 from .config import Config
 from .models.build import build_model
-
-RGB_WAVELENGTHS = [0.665, 0.560, 0.490]
+from .sensors import RGB_CENTRES_UM
 
 
 def _shape_only(section_cfg) -> None:
@@ -32,7 +31,7 @@ def meta_model(cfg: Config, num_classes: int, wavelengths: list[float] | None = 
     _shape_only(cfg.backbone)
     _shape_only(cfg.depth)
     with torch.device("meta"):
-        return build_model(cfg, num_classes, wavelengths or RGB_WAVELENGTHS, load_text_encoder=False)
+        return build_model(cfg, num_classes, wavelengths or list(RGB_CENTRES_UM), load_text_encoder=False)
 
 
 def count_parameters(cfg: Config, num_classes: int = 24) -> dict:

@@ -87,8 +87,12 @@ def _ohs_bands() -> tuple[Band, ...]:
     return tuple(bands)
 
 
+#: Nominal centre wavelengths (µm) of R, G, B, in the channel order of RGB-pretrained kernels (the centres of the
+#: Sentinel-2 / Landsat-8 visible bands, close to the peaks of the CIE colour-matching functions).
+RGB_CENTRES_UM: tuple[float, float, float] = (0.665, 0.560, 0.490)
+
 #: R, G, B at nominal centres (µm), for sensors that publish no band ranges
-_RGB_NOMINAL = (Band("red", 0.665), Band("green", 0.56), Band("blue", 0.49))
+_RGB_NOMINAL = tuple(Band(name, c) for name, c in zip(("red", "green", "blue"), RGB_CENTRES_UM))
 
 SENSORS: dict[str, Sensor] = {
     s.name: s
@@ -183,12 +187,25 @@ def get_sensor(name: str) -> Sensor:
         raise KeyError(f"unknown sensor {name!r}; known sensors: {', '.join(SENSORS)}") from None
 
 
-def nearest_bands(wavelengths: Sequence[float], targets: Sequence[float] = (0.665, 0.560, 0.490)) -> list[int]:
-    """Index of the band whose centre (µm) is nearest each target wavelength (default: R, G, B).
+def _distance_key(a: float, b: float) -> int:
+    """|a − b| in picometres, rounded: exact ties (e.g. 480 and 500 nm around 490 nm) stay ties in floating point."""
+    return round(abs(a - b) * 1e6)
 
-    Ties go to the lower index. Used to pick the R, G, B bands of a multispectral image for an RGB-only model.
-    """
+
+def nearest_band(wavelengths: Sequence[float], target: float) -> int:
+    """Index of the band whose centre (µm) is nearest ``target`` (µm); ties go to the lower index.
+
+    Distances are compared at picometre resolution, so two bands equally far from the target are a tie rather than
+    a floating-point coin toss (for [0.63, 0.70] around 0.665 µm the first band wins)."""
     wl = [float(w) for w in wavelengths]
     if not wl:
-        raise ValueError("nearest_bands: no wavelengths given")
-    return [min(range(len(wl)), key=lambda i: (abs(wl[i] - t), i)) for t in targets]
+        raise ValueError("nearest_band: no wavelengths given")
+    return min(range(len(wl)), key=lambda i: (_distance_key(wl[i], target), i))
+
+
+def rgb_band_indices(wavelengths: Sequence[float]) -> list[int]:
+    """Indices of the bands that stand for R, G and B (nearest :data:`RGB_CENTRES_UM`), in R, G, B order.
+
+    The one rule rsmoe uses wherever an RGB-only model or picture needs three bands of a multispectral image (the
+    depth branch, previews, the CLIP caption check). With fewer than three distinct bands an index can repeat."""
+    return [nearest_band(wavelengths, c) for c in RGB_CENTRES_UM]

@@ -10,7 +10,7 @@ from rasterio.transform import Affine
 
 from rsmoe.data.prepared import MANIFEST_COLUMNS, PreparedDataset, PreparedWriter, load_dataset_info
 from rsmoe.data.raster import raster_meta, read_raster
-from rsmoe.sensors import SENSORS, get_sensor, nearest_bands
+from rsmoe.sensors import SENSORS, get_sensor, rgb_band_indices
 
 CLASSES = ["water", "field", "town"]
 PALETTE = [[0, 0, 255], [0, 255, 0], [255, 0, 0]]
@@ -189,8 +189,8 @@ def test_sensor_registry():
     for s in SENSORS.values():
         for b in s.bands:
             assert b.range_um is None or b.range_um[0] < b.center_um < b.range_um[1]
-    assert nearest_bands(gf2.wavelengths) == [2, 1, 0]
-    assert nearest_bands(get_sensor("ISPRS-Vaihingen").wavelengths) == [1, 2, 2]
-    assert nearest_bands(get_sensor("FLAIR").wavelengths) == [0, 1, 2]
+    assert rgb_band_indices(gf2.wavelengths) == [2, 1, 0]
+    assert rgb_band_indices(get_sensor("ISPRS-Vaihingen").wavelengths) == [1, 2, 2]
+    assert rgb_band_indices(get_sensor("FLAIR").wavelengths) == [0, 1, 2]
     with pytest.raises(KeyError, match="unknown sensor 'X'; known sensors: GF-2, GF-1"):
         get_sensor("X")

@@ -179,7 +179,7 @@ def convert_depth_anything_original(src: str | os.PathLike, out_dir: str | os.Pa
     """Depth Anything ``.pth`` / Prompt Depth Anything ``.ckpt`` → transformers directory (see the module doc)."""
     from transformers import DepthAnythingForDepthEstimation, Dinov2Model, PromptDepthAnythingForDepthEstimation
 
-    from ..models.backbones.dinov3 import seeded
+    from ..seeding import seeded
 
     src, out = Path(src), Path(out_dir)
     what = "Prompt Depth Anything checkpoint" if prompt else "Depth Anything checkpoint"

@@ -64,7 +64,8 @@ def convert_dinov3_original(src: str | os.PathLike, out_dir: str | os.PathLike, 
     """Original DINOv3 ``.pth`` → ``DINOv3ViTModel`` directory (``config.json`` + safetensors)."""
     from transformers import DINOv3ViTModel
 
-    from ..models.backbones.dinov3 import convert_dinov3_original_state_dict, seeded
+    from ..models.backbones.dinov3 import convert_dinov3_original_state_dict
+    from ..seeding import seeded
 
     src, out = Path(src), Path(out_dir)
     raw = load_torch_file(src, "DINOv3 checkpoint")

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import PredictError
+
 
 @dataclass
 class PredictionModel:
@@ -22,8 +24,3 @@ class PredictionModel:
     multiple_of: int = 1  # tile sides must be a multiple of this (patch size); windows are padded up to it
 
 
-class PredictError(ValueError):
-    """A user-facing problem (bad arguments, band mismatch …). The message is always a single line."""
-
-    def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))

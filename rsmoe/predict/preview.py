@@ -20,9 +20,9 @@ def _rgb_positions(wavelengths: Sequence[float]) -> list[int]:
     """Positions of the bands nearest 0.665 / 0.560 / 0.490 µm (the first band three times if fewer than 3)."""
     if len(wavelengths) < 3:
         return [0, 0, 0]
-    from ..sensors import nearest_bands
+    from ..sensors import rgb_band_indices
 
-    return nearest_bands(wavelengths, (0.665, 0.560, 0.490))
+    return rgb_band_indices(wavelengths)
 
 
 class _Preview:

@@ -36,16 +36,11 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from rsmoe.errors import CaptionError
 from rsmoe.text.prompts import PROMPT_IDS
 from rsmoe.text.statistics import statistics_captions
 
 
-class CaptionError(RuntimeError):
-    """A caption could not be produced; ``requests`` is how many backend calls were spent on it."""
-
-    def __init__(self, message: str, requests: int = 1) -> None:
-        super().__init__(message)
-        self.requests = requests
 
 
 @runtime_checkable

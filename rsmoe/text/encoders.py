@@ -29,6 +29,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from ..seeding import seeded
+
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 _TINY_MERGES = (
     ("t", "h"), ("th", "e</w>"), ("i", "n"), ("in", "g</w>"), ("a", "n"), ("e", "r"), ("o", "n"), ("r", "e"),
@@ -250,8 +252,7 @@ class TextEncoder:
             num_attention_heads=2, max_position_embeddings=context, projection_dim=dim,
             bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
         )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             model = CLIPTextModelWithProjection(cfg)
         return cls(model, tok, name=f"tiny-clip-text-s{seed}-d{dim}", pooling="projection", max_length=context)
 

@@ -48,7 +48,7 @@ import yaml
 from rsmoe.config import ConfigError, build_dataclass, read_yaml
 from rsmoe.data.prepared import load_dataset_info, read_manifest
 from rsmoe.data.raster import read_raster
-from rsmoe.sensors import get_sensor, nearest_bands
+from rsmoe.sensors import get_sensor, rgb_band_indices
 from rsmoe.text.prompts import PROMPT_IDS, prompt, refined_prompt
 from rsmoe.text.quality import DEFAULT_MAX_ATTEMPTS, DEFAULT_TAU, regenerate_until_passing
 from rsmoe.text.store import CaptionStore
@@ -202,7 +202,7 @@ def tile_rgb(image: np.ndarray, wavelengths: list[float], percentiles: tuple[flo
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[0] != len(wavelengths):
         raise ValueError(f"tile_rgb: image of shape {image.shape} does not match {len(wavelengths)} wavelengths")
-    rgb = image[nearest_bands(wavelengths)].astype(np.float64)
+    rgb = image[rgb_band_indices(wavelengths)].astype(np.float64)
     valid = np.any(image != 0, axis=0)
     out = np.zeros(rgb.shape[1:] + (3,), dtype=np.uint8)
     if not valid.any():

@@ -17,6 +17,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from rsmoe.seeding import seeded
+
 from rsmoe.text.encoders import (
     check_tokenizer, encode_chunked, load_tokenizer, model_folder, quiet_transformers, tiny_clip_tokenizer,
 )
@@ -118,8 +120,7 @@ class ClipScorer:
         vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                       image_size=image_size, patch_size=max(1, image_size // 4), projection_dim=dim)
         cfg = CLIPConfig(text_config=text, vision_config=vision, projection_dim=dim)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             model = CLIPModel(cfg)
         proc = CLIPImageProcessorPil(size={"shortest_edge": image_size},
                                      crop_size={"height": image_size, "width": image_size})

@@ -66,6 +66,7 @@ from rasterio.windows import Window
 
 from rsmoe.data.prepared import IGNORE_INDEX, PreparedWriter, load_dataset_info
 from rsmoe.data.raster import write_raster
+from rsmoe.errors import DataError, one_line
 from rsmoe.sensors import get_sensor
 
 RESOURCES = Path(__file__).resolve().parents[2] / "resources"
@@ -74,16 +75,8 @@ SPLITS = ("train", "val", "test")
 _UNKNOWN = -1
 
 
-class PrepareError(ValueError):
+class PrepareError(DataError):
     """A wrong or incomplete release: one line naming the file or folder and what was expected."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(one_line(message))
-
-
-def one_line(message: Any) -> str:
-    """``message`` as a single line (newlines and runs of spaces collapsed)."""
-    return re.sub(r"\s+", " ", str(message)).strip()
 
 
 def resource(name: str) -> Path:

@@ -18,7 +18,7 @@ from torch import Tensor
 import importlib
 from typing import TYPE_CHECKING
 
-from .bands import RGB_CENTRES_UM, adapt_patch_kernel, rgb_channel_for_band, select_rgb_bands
+from .bands import adapt_patch_kernel, rgb_channel_for_band, select_rgb_bands
 from .base import BlockContext, FrozenBackbone, tokens_to_map
 
 if TYPE_CHECKING:  # the transformers-backed modules load lazily: importing `base` alone stays cheap
@@ -131,7 +131,6 @@ def build_depth_encoder(
 __all__ = [
     "BACKBONES",
     "DINOV3_PRESETS",
-    "RGB_CENTRES_UM",
     "BlockContext",
     "DINOv2Backbone",
     "DINOv3Backbone",

@@ -6,11 +6,9 @@ Two jobs, both driven by the band centre wavelengths (µm) of the sensor:
 * :func:`select_rgb_bands` picks the three bands that stand for R, G and B (for the depth branch, which only
   takes RGB).
 
-Nominal RGB centres used throughout: R 0.665 µm, G 0.560 µm, B 0.490 µm (the centres of the Sentinel-2 / Landsat-8
-visible bands, close to the peaks of the CIE colour-matching functions). The pretrained kernels of DINOv2/DINOv3 and
-Depth Anything have their input channels in R, G, B order.
-
-This module is self-contained on purpose (no dependency on the sensor registry).
+Nominal RGB centres: :data:`rsmoe.sensors.RGB_CENTRES_UM` (R 0.665, G 0.560, B 0.490 µm); the pretrained
+kernels of DINOv2/DINOv3 and Depth Anything have their input channels in R, G, B order. Nearest-band ties follow
+:func:`rsmoe.sensors.nearest_band` (picometre resolution, lower index wins).
 """
 from __future__ import annotations
 
@@ -20,8 +18,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-#: Nominal centre wavelengths (µm) of the R, G, B channels, in the channel order of the pretrained kernels.
-RGB_CENTRES_UM: tuple[float, float, float] = (0.665, 0.560, 0.490)
+from ...sensors import RGB_CENTRES_UM, nearest_band, rgb_band_indices
+
 
 #: Bands with a centre beyond this wavelength (µm) take the red kernel in ``wavelength`` mode.
 RED_EDGE_LIMIT_UM = 0.700
@@ -51,16 +49,6 @@ def _as_float_list(wavelengths: Sequence[float] | Tensor) -> list[float]:
     return values
 
 
-def _distance_key(a: float, b: float) -> int:
-    """|a − b| in picometres, rounded: exact ties (e.g. 480 and 500 nm around 490 nm) stay ties in floating point."""
-    return round(abs(a - b) * 1e6)
-
-
-def _nearest_index(values: Sequence[float], target: float) -> int:
-    """Index of the value nearest ``target``; ties go to the lower index."""
-    return min(range(len(values)), key=lambda i: (_distance_key(values[i], target), i))
-
-
 def rgb_channel_for_band(wavelength_um: float) -> int:
     """Pretrained-kernel channel (0 = R, 1 = G, 2 = B) whose nominal centre is nearest ``wavelength_um``.
 
@@ -69,7 +57,7 @@ def rgb_channel_for_band(wavelength_um: float) -> int:
     """
     if wavelength_um > RED_EDGE_LIMIT_UM:
         return 0
-    return _nearest_index(RGB_CENTRES_UM, wavelength_um)
+    return nearest_band(RGB_CENTRES_UM, wavelength_um)
 
 
 def adapt_patch_kernel(
@@ -124,12 +112,10 @@ def select_rgb_bands(wavelengths: Sequence[float] | Tensor) -> list[int]:
     floating-point coin toss). With fewer than three distinct bands an index can repeat (a panchromatic band
     stands for all three colours).
     """
-    values = _as_float_list(wavelengths)
-    return [_nearest_index(values, centre) for centre in RGB_CENTRES_UM]
+    return rgb_band_indices(_as_float_list(wavelengths))
 
 
 __all__ = [
-    "RGB_CENTRES_UM",
     "RED_EDGE_LIMIT_UM",
     "BandInit",
     "adapt_patch_kernel",

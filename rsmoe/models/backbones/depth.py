@@ -34,7 +34,8 @@ from transformers import (
 
 from .bands import select_rgb_bands
 from .base import FrozenModule
-from .dinov3 import check_architecture, check_patch_divisible, config_from_dict, require_dir, seeded, square_patch_size
+from .dinov3 import check_architecture, check_patch_divisible, config_from_dict, require_dir, square_patch_size
+from ...seeding import seeded
 
 
 def resize_patch_kernel(weight: Tensor, patch_size: int) -> Tensor:

@@ -25,9 +25,9 @@ from .dinov3 import (
     needs_new_kernel,
     replace_patch_conv,
     require_dir,
-    seeded,
     square_patch_size,
 )
+from ...seeding import seeded
 
 Dinov2Like = Dinov2Model | Dinov2WithRegistersModel
 Dinov2LikeConfig = Dinov2Config | Dinov2WithRegistersConfig

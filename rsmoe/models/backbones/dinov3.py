@@ -13,12 +13,11 @@ the transformers naming, so the checkpoints the public SpectralMoE code uses loa
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -26,6 +25,7 @@ from torch import Tensor, nn
 from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
 from .bands import BandInit, adapt_patch_kernel
+from ...seeding import seeded
 from .base import BlockContext, FrozenBackbone
 
 #: transformers configs of the released DINOv3 ViTs (LVD-1689M and SAT-493M share the architecture).
@@ -42,14 +42,6 @@ DINOV3_PRESETS: dict[str, dict[str, Any]] = {
 # ----------------------------------------------------------------------------------------------------------------
 # helpers shared with dinov2.py / depth.py
 # ----------------------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Run a block with torch's CPU RNG seeded, restoring the caller's RNG state afterwards."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
 def square_patch_size(patch_size: int | Sequence[int]) -> int:
     if isinstance(patch_size, int):
         return patch_size

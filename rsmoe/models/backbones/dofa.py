@@ -65,6 +65,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rsmoe.models.backbones.base import BlockContext, FrozenBackbone
+from rsmoe.seeding import seeded
 
 __all__ = [
     "DOFA_SIZES",
@@ -360,8 +361,7 @@ class DOFABackbone(FrozenBackbone):
     ) -> DOFABackbone:
         """Random weights, deterministic in ``seed`` (the global RNG state is left untouched)."""
         config = DOFAConfig.of(size, **overrides)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             return cls(config)
 
     @classmethod
