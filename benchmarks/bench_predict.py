@@ -34,6 +34,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from rsmoe.data.normalize import Normalize  # noqa: E402
 from rsmoe.predict import (  # noqa: E402
     PredictionModel,
     add_predict_arguments,
@@ -81,7 +82,7 @@ def make_pm(model: torch.nn.Module) -> PredictionModel:
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.3)
     return PredictionModel(model=model.eval(), class_names=CLASSES, palette=PALETTE,
-                           mean=[1000.0, 1100.0, 1200.0, 2500.0], std=[300.0, 300.0, 400.0, 800.0],
+                           normalize=Normalize([1000.0, 1100.0, 1200.0, 2500.0], [300.0, 300.0, 400.0, 800.0]),
                            wavelengths=WAVELENGTHS, band_names=["B2", "B3", "B4", "B8"], sensor="sentinel2_10m")
 
 

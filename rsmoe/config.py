@@ -1,8 +1,16 @@
 """Typed run configuration: YAML files plus dotted command-line overrides; unknown keys are errors.
 
+One merge rule, for ``_base_`` files and ``--set`` overrides alike (:func:`merge`): mappings merge key by key at
+every depth; any other value (a number, a string, a list) replaces what was there; a mapping that contains
+``_replace_: true`` replaces the mapping below it instead of merging into it (e.g. a DOFA config that inherits from
+a DINOv3 one sets ``backbone.config: {_replace_: true, size: large}``).
+
 A YAML file may start from others with ``_base_: [relative/path.yaml, ...]`` (merged in order, then the file's own
-keys on top). ``--set adapter.rank=32`` overrides one value (parsed as YAML, so ``[1, 2]``, ``null``, ``true`` work);
-``--set head=mask2former`` is short for ``--set head.type=mask2former``.
+keys on top; a file that includes itself, directly or not, is an error naming the cycle). ``--set
+adapter.rank=32`` overrides one value (parsed as YAML, so ``[1, 2]``, ``null``, ``true``, ``{a: 1}`` work; a
+number in the path indexes a list: ``--set captioners.0.model=...``); ``--set head=mask2former`` is short for
+``--set head.type=mask2former``. :meth:`Config.validate` checks the values; :func:`rsmoe.config_checks.check_against_dataset`
+checks them against a prepared dataset (domains, class names).
 """
 from __future__ import annotations
 
@@ -199,28 +207,48 @@ class Config:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
+    def validate(self) -> "Config":
+        """Check every value that can be checked without data; a one-line :class:`ConfigError` naming the key,
+        the value and what is expected. Returns the config."""
+        from .config_checks import check_config
+
+        check_config(self)
+        return self
 
 
 
-def _merge(base: dict, top: dict) -> dict:
+
+REPLACE = "_replace_"
+
+
+def merge(base: Any, top: Any) -> Any:
+    """``top`` merged onto ``base`` by the one rule of the module docstring (neither argument is modified)."""
+    if not isinstance(top, dict):
+        return top
+    if top.get(REPLACE) is True or not isinstance(base, dict):
+        return {k: merge(None, v) for k, v in top.items() if k != REPLACE}
     out = dict(base)
     for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("config", "options"):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
+        if key != REPLACE:
+            out[key] = merge(out.get(key), value)
     return out
 
 
-def read_yaml(path: str | Path) -> dict:
+def read_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
     """A YAML file with its ``_base_`` files merged in."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    resolved = path.resolve()
+    if resolved in _chain:
+        cycle = " -> ".join(str(p) for p in (*_chain[_chain.index(resolved):], resolved))
+        raise ConfigError(f"{path}: _base_ files include each other in a cycle ({cycle})")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     bases = data.pop("_base_", [])
@@ -228,8 +256,8 @@ def read_yaml(path: str | Path) -> dict:
         bases = [bases]
     merged: dict = {}
     for base in bases:
-        merged = _merge(merged, read_yaml(path.parent / base))
-    return _merge(merged, data)
+        merged = merge(merged, read_yaml(path.parent / base, (*_chain, resolved)))
+    return merge(merged, data)
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -276,30 +304,61 @@ def build_dataclass(cls: type, data: dict, where: str) -> Any:
     return cls(**kwargs)
 
 
-def apply_override(data: dict, assignment: str) -> dict:
-    """``a.b.c=value`` (value parsed as YAML) applied to a nested dict; ``section=value`` sets ``section.type``."""
+def parse_override(assignment: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` → (["a", "b", "c"], value parsed as YAML); a one-line :class:`ConfigError` otherwise."""
     if "=" not in assignment:
         raise ConfigError(f"override {assignment!r}: expected key=value")
     key, raw = assignment.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {assignment!r}: the value is not valid YAML ({str(exc).splitlines()[0]}); "
+                          "quote it") from None
     parts = key.strip().split(".")
-    if len(parts) == 1 and parts[0] in {f.name for f in dataclasses.fields(Config)} and not isinstance(value, dict):
-        if dataclasses.is_dataclass(typing.get_type_hints(Config)[parts[0]]):
-            parts = [parts[0], "type"]
-    node = data
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {assignment!r}: {part} is not a section")
-    node[parts[-1]] = value
+    if not all(parts):
+        raise ConfigError(f"override {assignment!r}: empty key part in {key!r}")
+    return parts, value
+
+
+def apply_override(data: dict, assignment: str, type_sections: tuple[str, ...] = ()) -> dict:
+    """Apply ``a.b.c=value`` to nested ``data`` (in place; returned) by the merge rule. A number in the path
+    indexes a list. ``section=value`` with a section named in ``type_sections`` sets ``section.type``."""
+    parts, value = parse_override(assignment)
+    if len(parts) == 1 and parts[0] in type_sections and not isinstance(value, dict):
+        parts = [parts[0], "type"]
+    node: Any = data
+    for depth, part in enumerate(parts[:-1]):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            if not isinstance(node.get(part, {}), (dict, list)):
+                raise ConfigError(f"override {assignment!r}: {'.'.join(parts[:depth + 1])} is a value, not a section")
+            node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"override {assignment!r}: {'.'.join(parts[:depth])} has no entry {part!r}")
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError(f"override {assignment!r}: {last} is not an index of a {len(node)}-item list")
+        node[int(last)] = merge(node[int(last)], value)
+    else:
+        node[last] = merge(node.get(last), value)
     return data
 
 
+def config_sections() -> tuple[str, ...]:
+    """The sections of :class:`Config` that have a ``type`` (the ``--set head=…`` shortcut)."""
+    hints = typing.get_type_hints(Config)
+    return tuple(f.name for f in dataclasses.fields(Config)
+                 if dataclasses.is_dataclass(hints[f.name]) and "type" in {g.name for g in dataclasses.fields(hints[f.name])})
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The :class:`Config` of a YAML file (or the defaults) with ``--set`` overrides applied, validated."""
     data = read_yaml(path) if path else {}
     for assignment in overrides:
-        apply_override(data, assignment)
-    return config_from_dict(data)
+        apply_override(data, assignment, config_sections())
+    return config_from_dict(data).validate()
 
 
 def config_from_dict(data: dict) -> Config:

@@ -25,8 +25,9 @@ from .config import Config, load_config
 from .data.prepared import PreparedDataset, load_dataset_info
 from .data.synthetic import synthesize
 from .engine.checkpoints import load_checkpoint
-from .engine.runner import CHECKPOINT_NAME, train, write_json
-from .models.backbones.bands import select_rgb_bands
+from .engine.runner import CHECKPOINT_NAME, train
+from .io.atomic import atomic_write_json
+from .sensors import rgb_band_indices
 from .report import metrics_table, per_class_table, rgb_composite, save_panel
 
 VARIANTS: dict[str, list[str]] = {
@@ -73,7 +74,7 @@ def run_demo(out: str | Path = "runs/demo", data_dir: str | Path = "data/synthet
     figures = write_panels(base, out, variants)
     summary = {"results": results, "seconds": timings, "total_seconds": time.perf_counter() - start,
                "config": base.to_dict(), "variants": {v: VARIANTS[v] for v in variants}}
-    write_json(out / "metrics.json", summary)
+    atomic_write_json(out / "metrics.json", summary)
     write_report(out, base, results, timings, figures)
     print(f"[demo] report: {out / 'report.md'} ({summary['total_seconds']:.0f} s in all)")
     return summary
@@ -92,12 +93,12 @@ def write_panels(base: Config, out: Path, variants, per_domain: int = 3) -> dict
         if len(ds) == 0:
             continue
         samples = [ds[i] for i in range(min(per_domain, len(ds)))]
-        image = torch.stack([s["image"] for s in samples])
+        raw = torch.stack([s["image"] for s in samples])
+        batch = {"image": info.normalizer().apply(raw), "wavelengths": samples[0]["wavelengths"]}
         wl = samples[0]["wavelengths"]
-        raw = image.numpy() * np.asarray(info.std)[None, :, None, None] + np.asarray(info.mean)[None, :, None, None]
-        rgb = np.stack([rgb_composite(r, select_rgb_bands(wl.tolist())) for r in raw])
+        rgb = np.stack([rgb_composite(r, rgb_band_indices(wl.tolist())) for r in raw.numpy()])
         truth = torch.stack([s["mask"] for s in samples]).numpy()
-        preds = {name: m.predict(image, wl).argmax(1).numpy() for name, m in models.items()}
+        preds = {name: m.predict(batch).argmax(1).numpy() for name, m in models.items()}
         figures[domain] = save_panel(out / f"{domain}.png", rgb, truth, preds, info.palette,
                                      f"{domain} ({split}) — image / truth / predictions", info.ignore_index)
     return figures

@@ -28,6 +28,10 @@ class DataError(RsmoeError, ValueError):
     """A prepared dataset, tile, manifest row or raw release that is missing, corrupt or inconsistent."""
 
 
+class MissingFileError(RsmoeError, FileNotFoundError):
+    """A file or folder the user named (or that a dataset/checkpoint refers to) does not exist."""
+
+
 class CheckpointError(RsmoeError, ValueError):
     """A checkpoint or weight file that cannot be read, or that belongs to another model."""
 
@@ -50,4 +54,5 @@ def one_line(message: object) -> str:
     return " ".join(str(message).split())
 
 
-__all__ = ["CaptionError", "CheckpointError", "ConfigError", "DataError", "PredictError", "RsmoeError", "one_line"]
+__all__ = ["CaptionError", "CheckpointError", "ConfigError", "DataError", "MissingFileError", "PredictError", "RsmoeError",
+           "one_line"]

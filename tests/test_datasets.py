@@ -44,7 +44,7 @@ def read(path) -> np.ndarray:
 def tiny_overrides(prepared: Path, out: Path, iterations: int = 2) -> list[str]:
     """`--set` overrides that swap a task config's model for the demo's tiny one and shrink the run."""
     demo = read_yaml(DEMO)
-    sets = [f"{k}={json.dumps(demo[k])}" for k in ("backbone", "depth", "adapter", "head", "mpers")]
+    sets = [f"{k}={json.dumps({'_replace_': True, **demo[k]})}" for k in ("backbone", "depth", "adapter", "head", "mpers")]
     return sets + [f"data.root={prepared}", f"output_dir={out}", f"train.iterations={iterations}",
                    "data.batch_size=2", "data.eval_batch_size=8", "data.augment={hflip: 0.5}", "eval.mode=whole",
                    "train.log_every=1"]

@@ -8,7 +8,7 @@ import torch
 
 from rsmoe.models.backbones import build_backbone
 from rsmoe.models.mpers import (DMTE, LQGA, DilateBlock, DilatedAttention, MPerS, MultiHeadSelfAttention,
-                                build_decoder, dilated_attention, dilated_attention_unfold)
+                                dilated_attention, dilated_attention_unfold)
 
 WAVELENGTHS = [0.485, 0.555, 0.66, 0.83]
 
@@ -213,11 +213,14 @@ def test_neck_taps_and_pyramid(layers, taps):
     assert [tuple(f.shape) for f in feats] == [(1, 16, 16, 16), (1, 16, 8, 8), (1, 16, 4, 4), (1, 16, 2, 2)]
 
 
-@pytest.mark.parametrize("kind", ["unet", "fpn", "pixelup"])
+@pytest.mark.parametrize("kind", ["unet", "semantic_fpn", "pixelup"])
 def test_decoder_output_shapes(kind):
+    from rsmoe.models.heads import build_head
+
     feats = [torch.randn(2, c, s, s) for c, s in zip((16, 24, 32, 40), (32, 16, 8, 4))]
-    decoder = build_decoder(kind, [16, 24, 32, 40], 7, (32, 16, 8))
-    assert decoder(feats).shape == (2, 7, 32, 32)
+    head = build_head(kind, [16, 24, 32, 40], 7, channels=(32, 16, 8))
+    assert head(feats).shape == (2, 7, 32, 32)
+    assert head.predict(head(feats), (64, 64)).shape == (2, 7, 64, 64)
 
 
 def test_tiny_mpers_learns_one_batch_and_keeps_frozen_parts_frozen():
@@ -230,7 +233,8 @@ def test_tiny_mpers_learns_one_batch_and_keeps_frozen_parts_frozen():
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     losses = []
     for step in range(6):
-        terms = model.loss(image, torch.tensor(WAVELENGTHS), mask, text, text_mask)
+        terms = model.loss({"image": image, "wavelengths": torch.tensor(WAVELENGTHS), "mask": mask, "text": text,
+                            "text_mask": text_mask})
         opt.zero_grad()
         terms["loss"].backward()
         if step == 0:  # the text path is trained, the backbone is not
@@ -240,7 +244,7 @@ def test_tiny_mpers_learns_one_batch_and_keeps_frozen_parts_frozen():
         opt.step()
         losses.append(terms["loss"].item())
     assert losses[-1] < losses[0] - 0.05, losses
-    assert terms["loss_moe"].item() == 0.0
+    assert set(terms) == {"loss", "loss_ce", "loss_task"}  # no router: no router term
     state = model.trainable_state_dict()
     assert state and not any(k.startswith("backbone.") for k in state)
     assert any(k.startswith("adapters.dino4.") for k in state) and any(k.startswith("adapters.ldpe4.") for k in state)
@@ -338,12 +342,11 @@ def test_eval_captions_come_from_pass_one_predictions_never_ground_truth(bench, 
 def test_caption_inputs_read_the_store_by_tile_and_mask_statistics_at_eval(bench, tmp_path):
     """MLLM slots come from the store by manifest path; the statistics slot is live ground truth in training and
     masked at evaluation even when the store holds (label-derived) statistics vectors."""
-    from types import SimpleNamespace
 
-    from rsmoe.engine.data import collate
     from rsmoe.data.prepared import PreparedDataset
-    from rsmoe.models.mpers.captions import CaptionInputs
+    from rsmoe.engine.data import collate
     from rsmoe.text.encoders import TextEncoder
+    from rsmoe.text.fields import CachedTextEncoder, CaptionFields, statistics_slot
     from rsmoe.text.store import CaptionStore
 
     ds = PreparedDataset(bench, split="train", domains=["GF-2"])
@@ -361,20 +364,22 @@ def test_caption_inputs_read_the_store_by_tile_and_mask_statistics_at_eval(bench
         vectors = torch.arange(len(keys) * 16, dtype=torch.float32).reshape(len(keys), 16)
         store.put_embeddings("enc", keys, vectors)
         vec = {k: v for k, v in zip(keys, vectors)}
-    model = tiny_mpers(num_classes=len(ds.classes), class_names=ds.classes,
-                       text_encoder=TextEncoder.tiny(seed=0, dim=16), captioners=["statistics", "llava"])
-    cfg = SimpleNamespace(caption_store=str(store_path), train_statistics="live", text_encoder_name="enc")
-    inputs = CaptionInputs(model, cfg, bench)
-    train = inputs.for_training(batch)
+    encoder = CachedTextEncoder(TextEncoder.tiny(seed=0, dim=16))
+    store = CaptionStore(store_path, readonly=True)
+    common = dict(store=store, encoder_name="enc", encoder=encoder, class_names=ds.classes)
+    train = CaptionFields(["statistics", "llava"], 3, 16, statistics="live", **common)(dict(batch))
     assert train["text_mask"][:, 1].tolist() == [[True] * 3, [False] * 3]
     for pid in range(3):
         torch.testing.assert_close(train["text"][0, 1, pid], vec[(ids[0], "llava", pid + 1)])
     assert train["text_mask"][:, 0].all()  # live ground-truth statistics for both tiles, not the store's vectors
-    live, _ = model.statistics_text(batch["mask"])
-    torch.testing.assert_close(train["text"][:, 0], live[:, 0])
-    evald = inputs.for_eval(batch)
+    live = statistics_slot(batch["mask"], ds.classes, 255, encoder, 3)
+    torch.testing.assert_close(train["text"][:, 0], live)
+    stored = CaptionFields(["statistics", "llava"], 3, 16, statistics="store", **common)(dict(batch))
+    torch.testing.assert_close(stored["text"][0, 0, 0], vec[(ids[0], "statistics", 1)])
+    evald = CaptionFields(["statistics", "llava"], 3, 16, statistics="none", **common)(dict(batch))
     assert not evald["text_mask"][:, 0].any() and evald["text_mask"][0, 1].all()
-    inputs.close()
+    assert not evald["text"][:, 0].any()  # the store's (label-derived) statistics vectors never reach evaluation
+    store.close()
 
 
 # ----------------------------------------------------------------------------------------------- ablation configs
@@ -385,7 +390,9 @@ def test_model_and_ablation_configs_build(monkeypatch):
 
     from rsmoe.config import load_config
     from rsmoe.models.build import build_model
-    from rsmoe.models.mpers.decoders import FPNDecoder, PixelUpDecoder, UNetDecoder
+    from rsmoe.models.heads.pixelup import PixelUpHead
+    from rsmoe.models.heads.semantic_fpn import SemanticFPNHead
+    from rsmoe.models.heads.unet import UNetHead
     from rsmoe.sweep import load_grid, point_config
 
     import rsmoe.models.backbones as backbones
@@ -408,7 +415,7 @@ def test_model_and_ablation_configs_build(monkeypatch):
     base = build(load_config("configs/models/mpers_dinov3_vitl.yaml"))
     assert base.taps == [5, 11, 17, 23] and base.backbone.embed_dim == 1024
     assert set(base.adapters) == {"dino4", "ldpe4"} and list(base.lqga) == ["4"]
-    assert isinstance(base.decoder, UNetDecoder) and base.dmte.num_experts == 3 and base.text_dim == 512
+    assert isinstance(base.head, UNetHead) and base.dmte.num_experts == 3 and base.text_dim == 512
     counts = base.trainable_parameter_counts()
     assert all(n > 0 for n in counts.values()) and "backbone" not in counts
 
@@ -421,5 +428,5 @@ def test_model_and_ablation_configs_build(monkeypatch):
     assert [m.text_dim for m in te[1:]] == [64, 512, 64, 768, 512]
     attn = [m.adapters["dino4"][0].attn for m in seen["dilation"]]
     assert isinstance(attn[0], MultiHeadSelfAttention) and [a.dilation for a in attn[1:]] == [1, 2, 3]
-    assert [type(m.decoder) for m in seen["decoder"]] == [PixelUpDecoder, FPNDecoder, UNetDecoder]
+    assert [type(m.head) for m in seen["decoder"]] == [PixelUpHead, SemanticFPNHead, UNetHead]
     assert [list(m.lqga) for m in seen["stages"]] == [["1"], ["2"], ["3"], ["4"], ["3", "4"]]

@@ -16,6 +16,7 @@ import rasterio
 import torch
 from affine import Affine
 
+from rsmoe.data.normalize import Normalize
 import rsmoe.predict.cli as predict_cli  # run_predict_from_args looks _limit_heap_growth up there
 from rsmoe.predict import (
     MIN_WEIGHT,
@@ -75,8 +76,7 @@ def make_pm(model: torch.nn.Module | None = None, *, mean=(100.0, 200.0, 300.0, 
         model=model if model is not None else ConvModel(),
         class_names=["water", "trees", "grass", "built", "bare"],
         palette=[(0, 0, 255), (0, 128, 0), (128, 255, 0), (255, 0, 0), (200, 180, 120)],
-        mean=list(mean),
-        std=list(std),
+        normalize=Normalize(mean, std),
         wavelengths=list(WAVELENGTHS),
         band_names=["B2", "B3", "B4", "B8"],
         sensor="Sentinel-2",
@@ -109,7 +109,8 @@ def write_scene(path: Path, image: np.ndarray, *, nodata=None, crs=CRS, transfor
 
 def full_logits(pm: PredictionModel, image: np.ndarray, valid: np.ndarray | None = None) -> torch.Tensor:
     """Untiled reference: the model applied to the whole normalised image at once."""
-    x = (torch.from_numpy(image) - torch.tensor(pm.mean)[:, None, None]) / torch.tensor(pm.std)[:, None, None]
+    mean, std = torch.from_numpy(pm.normalize.mean), torch.from_numpy(pm.normalize.std)
+    x = (torch.from_numpy(image) - mean[:, None, None]) / std[:, None, None]
     if valid is not None:
         x = x * torch.from_numpy(valid)[None]
     with torch.no_grad():
@@ -230,7 +231,7 @@ def test_scene_end_to_end(tmp_path):
     valid = ~(image == -9999.0).all(axis=0)
     np.testing.assert_array_equal(cls == 255, ~valid)
     assert cls[100, 100] != 255
-    ref = full_logits(pm, np.where(valid, image, np.asarray(pm.mean, np.float32)[:, None, None]), valid)
+    ref = full_logits(pm, np.where(valid, image, pm.normalize.mean[:, None, None]), valid)
     np.testing.assert_array_equal(cls[valid], ref.argmax(0).numpy()[valid])
     with rasterio.open(paths["probabilities"]) as p_src:
         assert p_src.count == 5 and p_src.crs == src.crs and p_src.transform == src.transform

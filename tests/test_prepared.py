@@ -69,12 +69,14 @@ def test_round_trip(tmp_path):
     for i, (domain, split, sensor, image, mask) in enumerate(tiles):
         s = ds[i]
         assert s["image"].dtype == torch.float32 and s["mask"].dtype == torch.int64
-        np.testing.assert_array_equal(s["image"].numpy(), (image.astype(np.float32) - mean32) / std32)
+        np.testing.assert_array_equal(s["image"].numpy(), image.astype(np.float32))  # raw values
+        np.testing.assert_array_equal(info.normalizer()(s)["image"].numpy(),
+                                      (image.astype(np.float32) - mean32) / std32)
         np.testing.assert_array_equal(s["mask"].numpy(), mask.astype(np.int64))
         np.testing.assert_array_equal(s["wavelengths"].numpy(), np.float32(get_sensor(sensor).wavelengths))
         assert s["domain"] == domain and s["meta"]["sensor"] == sensor
         assert s["meta"]["row"] == int(rows[i]["row"]) and s["meta"]["col"] == 0
-        assert s["meta"]["image"].endswith(rows[i]["image"])
+        assert s["meta"]["image"].endswith(rows[i]["image"]) and s["meta"]["tile"] == rows[i]["image"]
     # Raw files keep dtype, values, CRS and transform.
     meta = raster_meta(out / rows[0]["image"])
     assert meta["crs"] == CRS.from_epsg(32650) and meta["transform"].a == 4.0 and meta["dtype"] == "uint16"

@@ -63,7 +63,7 @@ def test_only_plugin_and_head_train(adapter, depth):
     trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == ({"head"} if adapter == "none" else {"head", "adapter"})
     mask = torch.randint(0, 5, (2, 32, 32))
-    terms = model.loss(torch.randn(2, 4, 32, 32), torch.tensor(WAVELENGTHS), mask)
+    terms = model.loss({"image": torch.randn(2, 4, 32, 32), "wavelengths": torch.tensor(WAVELENGTHS), "mask": mask})
     terms["loss"].backward()
     assert all(p.grad is None for n, p in model.named_parameters() if n.startswith(("backbone", "depth")))
     assert model.head.classifier.weight.grad.abs().sum() > 0
@@ -72,7 +72,8 @@ def test_only_plugin_and_head_train(adapter, depth):
         assert all(not k.startswith(("backbone.", "depth.")) for k in model.trainable_state_dict())
     if adapter == "spectralmoe":
         assert model.adapter.w_gate.grad.abs().sum() > 0  # routers learn through the load loss
-        assert terms["loss_moe"].item() >= 0
+        assert terms["loss_router"].item() >= 0
+        torch.testing.assert_close(terms["loss"].detach(), terms["loss_task"] + terms["loss_router"])
 
 
 def test_no_weight_decay_groups():
@@ -91,7 +92,7 @@ def test_spectralmoe_needs_matching_depth_model():
 
 def test_dofa_backbone_takes_any_band_count_by_wavelength():
     cfg_over = {"backbone.kind": "dofa",
-                "backbone.config": "{embed_dim: 32, depth: 4, num_heads: 4, patch_size: 8, pretrain_grid: 4}"}
+                "backbone.config": "{_replace_: true, embed_dim: 32, depth: 4, num_heads: 4, patch_size: 8, pretrain_grid: 4}"}
     model = tiny("spectralmoe", depth=False, **cfg_over)
     assert model.backbone.num_layers == 4 and model.backbone.num_prefix_tokens == 1
     four = model(torch.randn(1, 4, 32, 32), torch.tensor(WAVELENGTHS))

@@ -7,6 +7,7 @@ import torch
 
 from rsmoe.cli import main
 from rsmoe.config import load_config
+from rsmoe.errors import ConfigError
 from rsmoe.data.synthetic import synthesize
 from rsmoe.demo import demo_config_path
 from rsmoe.data.prepared import PreparedDataset
@@ -114,7 +115,7 @@ def test_slide_eval_through_the_runner(bench, tmp_path, capsys):
     module = SegmentationModule(one_cfg, model, meta.class_names, ["GF-2"])
     batch = collate([PreparedDataset(bench, split="val", domains=["GF-2"])[0]])
     with torch.no_grad():
-        assert torch.equal(module.predict_scores(batch["image"], batch["wavelengths"]),
+        assert torch.equal(module.predict_scores(batch),
                            model(batch["image"], batch["wavelengths"]))
 
     slide_args = ["eval.mode=slide", "eval.window=24", "eval.stride=8", "eval.exclude_from_means=[road]"]
@@ -153,10 +154,9 @@ def test_slide_eval_through_the_runner(bench, tmp_path, capsys):
 
 
 def test_bad_eval_section_fails_before_running(bench, tmp_path):
-    cfg = load_config(demo_config_path(), [f"data.root={bench}", "eval.mode=tiles"])
-    model, meta = build_for_config(cfg)
-    with pytest.raises(ValueError, match="eval.mode"):
-        evaluate(cfg, model, meta.class_names, progress=False)
+    with pytest.raises(ConfigError, match="eval.mode: got 'tiles'"):
+        load_config(demo_config_path(), [f"data.root={bench}", "eval.mode=tiles"])
+    model, meta = build_for_config(load_config(demo_config_path(), [f"data.root={bench}"]))
     cfg = load_config(demo_config_path(), [f"data.root={bench}", "eval.exclude_from_means=[clutter]"])
     with pytest.raises(ValueError, match="clutter"):
         evaluate(cfg, model, meta.class_names, progress=False)

@@ -5,6 +5,7 @@ import torch
 from rsmoe.config import AugmentConfig, load_config
 from rsmoe.data.transforms import (
     Compose,
+    Normalize,
     Pad,
     PhotometricDistortion,
     RandomCrop,
@@ -57,7 +58,7 @@ def test_full_pipeline_keeps_mask_aligned_and_ignore_ignored(seed):
     torch.manual_seed(seed)
     cfg = AugmentConfig(resize_scale=[0.5, 2.0], resize_base=N, resize_max=2 * N, crop=10, cat_max_ratio=1.0,
                         hflip=0.5, vflip=0.5, photometric=False)
-    pipeline = build_train_transforms(cfg, mean=[0.0] * 4, std=[1.0] * 4)
+    pipeline = build_train_transforms(cfg, Normalize([0.0] * 4, [1.0] * 4))
     sample, ignore = coordinate_sample()
     out = pipeline(sample)
     assert tuple(out["image"].shape) == (4, 10, 10)
@@ -166,9 +167,9 @@ def normalise(x, mean, std):
 
 
 @pytest.mark.parametrize("value_range", [None, (0.0, 255.0)])
-def test_photometric_on_normalised_equals_raw_then_normalise(value_range):
-    raw, mean, std = raw_and_stats(5)
-    pd = PhotometricDistortion(mean.tolist(), std.tolist(), value_range=value_range)
+def test_photometric_steps_on_raw_values_by_hand(value_range):
+    raw, _, _ = raw_and_stats(5)
+    pd = PhotometricDistortion(value_range=value_range)
     clip = (lambda x: x.clamp(*value_range)) if value_range else (lambda x: x)
     for params in ({"brightness": 25.0, "contrast": 1.4, "contrast_first": True},
                    {"brightness": -31.0, "contrast": 0.6, "contrast_first": False},
@@ -179,29 +180,31 @@ def test_photometric_on_normalised_equals_raw_then_normalise(value_range):
             expected = clip(expected + params["brightness"])
         if params["contrast"] is not None:
             expected = clip(expected * params["contrast"])
-        got = pd.apply(normalise(raw, mean, std), params)
-        torch.testing.assert_close(got, normalise(expected, mean, std), rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(pd.apply(raw, params), expected)
 
 
 @pytest.mark.parametrize("bands", [3, 4, 7])
-def test_photometric_random_path_equals_raw_path(bands):
+def test_photometric_then_normalize_in_the_pipeline(bands):
+    """The training pipeline distorts raw values with one random draw, then normalises: the same draw applied
+    by hand to the raw image and normalised with the dataset statistics gives the pipeline's output."""
     raw, mean, std = raw_and_stats(bands, seed=bands)
-    on_raw = PhotometricDistortion([0.0] * bands, [1.0] * bands, value_range=(0, 255))
-    on_norm = PhotometricDistortion(mean.tolist(), std.tolist(), value_range=(0, 255))
+    pipeline = build_train_transforms(AugmentConfig(hflip=0.0, photometric=True), Normalize(mean, std),
+                                      value_range=(0, 255))
     changed = 0
     for seed in range(12):
         torch.manual_seed(seed)
-        a = on_raw({"image": raw.clone(), "mask": torch.zeros(9, 11, dtype=torch.int64)})
+        out = pipeline({"image": raw.clone(), "mask": torch.zeros(9, 11, dtype=torch.int64)})
         torch.manual_seed(seed)
-        b = on_norm({"image": normalise(raw, mean, std), "mask": torch.zeros(9, 11, dtype=torch.int64)})
-        torch.testing.assert_close(b["image"], normalise(a["image"], mean, std), rtol=1e-4, atol=1e-3)
-        assert torch.equal(b["mask"], torch.zeros(9, 11, dtype=torch.int64))
-        changed += not torch.allclose(a["image"], raw)
+        pd = PhotometricDistortion(value_range=(0, 255))
+        by_hand = pd.apply(raw, pd.sample_params(bands))
+        torch.testing.assert_close(out["image"], normalise(by_hand, mean, std))
+        assert torch.equal(out["mask"], torch.zeros(9, 11, dtype=torch.int64))
+        changed += not torch.allclose(by_hand, raw)
     assert changed >= 6
 
 
 def test_saturation_and_hue_by_hand_and_only_for_three_bands():
-    pd = PhotometricDistortion([0.0] * 3, [1.0] * 3)
+    pd = PhotometricDistortion()
     px = lambda *v: torch.tensor(v, dtype=torch.float32)[:, None, None]  # noqa: E731
     base = {"brightness": None, "contrast": None, "contrast_first": True}
     # hue +30 OpenCV units = +60°: red → yellow; saturation × 0.5 pulls channels halfway to the maximum
@@ -210,12 +213,12 @@ def test_saturation_and_hue_by_hand_and_only_for_three_bands():
                                px(200, 150, 100))
     torch.testing.assert_close(pd.apply(px(10, 20, 30), {**base, "hue": 0, "saturation": 1.0}), px(10, 20, 30))
     assert set(pd.sample_params(3)) == {"brightness", "contrast", "contrast_first", "saturation", "hue"}
-    assert set(PhotometricDistortion([0.0] * 4, [1.0] * 4).sample_params(4)) == {"brightness", "contrast",
+    assert set(PhotometricDistortion().sample_params(4)) == {"brightness", "contrast",
                                                                                   "contrast_first"}
 
 
 def test_photometric_parameter_ranges():
-    pd = PhotometricDistortion([0.0] * 4, [1.0] * 4)
+    pd = PhotometricDistortion()
     torch.manual_seed(0)
     draws = [pd.sample_params(4) for _ in range(600)]
     bright = [d["brightness"] for d in draws if d["brightness"] is not None]
@@ -251,14 +254,15 @@ def test_resize_rule_and_statistics():
 
 def test_resize_needs_crop_and_demo_pipeline_is_hflip_only():
     with pytest.raises(ValueError, match="needs data.augment.crop"):
-        build_train_transforms(AugmentConfig(resize_scale=[0.5, 2.0]), [0.0], [1.0])
+        build_train_transforms(AugmentConfig(resize_scale=[0.5, 2.0]), Normalize([0.0], [1.0]))
     demo = load_config(demo_config_path())
-    pipeline = build_train_transforms(demo.data.augment, [0.0] * 4, [1.0] * 4)
-    assert len(pipeline.transforms) == 1 and isinstance(pipeline.transforms[0], RandomFlip)
+    pipeline = build_train_transforms(demo.data.augment, Normalize([0.0] * 4, [1.0] * 4))
+    assert len(pipeline.transforms) == 2 and isinstance(pipeline.transforms[0], RandomFlip)
+    assert isinstance(pipeline.transforms[1], Normalize)
     assert (pipeline.transforms[0].horizontal, pipeline.transforms[0].vertical) == (0.5, 0.0)
     full = build_train_transforms(AugmentConfig(resize_scale=[0.6, 1.2], crop=8, photometric=True),
-                                  [0.0] * 4, [1.0] * 4)
+                                  Normalize([0.0] * 4, [1.0] * 4))
     assert [type(t).__name__ for t in full.transforms] == ["RandomResize", "RandomCrop", "RandomFlip",
-                                                            "PhotometricDistortion", "Pad"]
+                                                            "PhotometricDistortion", "Normalize", "Pad"]
     cfg = load_config(None, ["data.augment.crop=512", "data.augment.resize_scale=[0.5, 2.0]"])
     assert cfg.data.augment.crop == 512 and cfg.data.augment.resize_scale == [0.5, 2.0]

@@ -32,10 +32,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import rasterio
 import torch
 import yaml
 
+from rsmoe.data.normalize import Normalize
 from rsmoe.data.raster import read_raster, write_raster
+from rsmoe.errors import DataError, MissingFileError, one_line
 from rsmoe.sensors import get_sensor
 
 MANIFEST_COLUMNS = ("image", "mask", "domain", "split", "sensor", "source_file", "row", "col")
@@ -104,14 +107,14 @@ class PreparedWriter:
         self.classes = [str(c) for c in classes]
         self.palette = [[int(v) for v in rgb] for rgb in palette]
         if not self.classes:
-            raise ValueError(f"{self.out_dir}: no classes given")
+            raise DataError(f"{self.out_dir}: no classes given")
         if len(self.palette) != len(self.classes) or any(len(rgb) != 3 for rgb in self.palette):
-            raise ValueError(
+            raise DataError(
                 f"{self.out_dir}: palette must hold one [r, g, b] per class; got {len(self.palette)} entries "
                 f"for {len(self.classes)} classes"
             )
         if len(self.classes) > IGNORE_INDEX:
-            raise ValueError(
+            raise DataError(
                 f"{self.out_dir}: at most {IGNORE_INDEX} classes fit a uint8 mask, got {len(self.classes)}"
             )
         self.extra: dict[str, Any] = dict(extra or {})
@@ -162,57 +165,62 @@ class PreparedWriter:
         if self._closed:
             raise RuntimeError(f"{self.out_dir}: writer is closed")
         where = f"tile {source_file or '<no source file>'} (row {row}, col {col}, domain {domain}, split {split})"
-        image = np.asarray(image)
-        mask = np.asarray(mask)
+        image, mask = np.asarray(image), np.asarray(mask)
+        self._check_tile(image, mask, domain, split, sensor, where)
+        image_rel, mask_rel = self._tile_paths(domain, split, source_file, row, col)
+        write_raster(self.tmp_dir / image_rel, image, crs=crs, transform=transform)
+        write_raster(self.tmp_dir / mask_rel, mask.astype(np.uint8), crs=crs, transform=transform)
+        # State changes only after the tile is valid and written.
+        self._record(image, domain, split, sensor)
+        self._rows.append({"image": image_rel, "mask": mask_rel, "domain": domain, "split": split, "sensor": sensor,
+                           "source_file": str(source_file), "row": int(row), "col": int(col)})
+
+    def _check_tile(self, image: np.ndarray, mask: np.ndarray, domain: str, split: str, sensor: str,
+                    where: str) -> None:
+        """Raise a one-line :class:`DataError` naming ``where`` unless the tile fits the dataset."""
         try:
             sensor_def = get_sensor(sensor)
         except KeyError as e:
-            raise ValueError(f"{where}: {e.args[0]}") from None
+            raise DataError(f"{where}: {e.args[0]}") from None
         if image.ndim != 3:
-            raise ValueError(f"{where}: image must be C×H×W, got shape {image.shape}")
+            raise DataError(f"{where}: image must be C×H×W, got shape {image.shape}")
         if image.shape[0] != sensor_def.num_bands:
-            raise ValueError(
-                f"{where}: image has {image.shape[0]} bands, sensor {sensor} expects {sensor_def.num_bands}"
-            )
-        if mask.ndim != 2:
-            raise ValueError(f"{where}: mask must be H×W, got shape {mask.shape}")
-        if mask.shape != image.shape[1:]:
-            raise ValueError(f"{where}: mask shape {mask.shape} does not match image shape {image.shape[1:]}")
+            raise DataError(f"{where}: image has {image.shape[0]} bands, sensor {sensor} expects "
+                            f"{sensor_def.num_bands}")
+        if mask.ndim != 2 or mask.shape != image.shape[1:]:
+            raise DataError(f"{where}: mask shape {mask.shape} does not match image shape {image.shape[1:]}")
         if not np.issubdtype(mask.dtype, np.integer):
-            raise ValueError(f"{where}: mask must hold integers, got dtype {mask.dtype}")
+            raise DataError(f"{where}: mask must hold integers, got dtype {mask.dtype}")
+        if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+            count = int((~np.isfinite(image)).sum())
+            raise DataError(f"{where}: image holds {count} non-finite value(s) (NaN/inf); mark such pixels as "
+                            "no-data (mask 255, a finite image value) before writing")
         bad = (mask != IGNORE_INDEX) & ((mask < 0) | (mask >= len(self.classes)))
         if bad.any():
-            value = int(mask[bad].flat[0])
-            raise ValueError(
-                f"{where}: mask value {value} is not a class index (0..{len(self.classes) - 1} for "
-                f"{len(self.classes)} classes) nor the ignore index {IGNORE_INDEX}"
-            )
+            raise DataError(f"{where}: mask value {int(mask[bad].flat[0])} is not a class index (0.."
+                            f"{len(self.classes) - 1} for {len(self.classes)} classes) nor the ignore index "
+                            f"{IGNORE_INDEX}")
         if self._declared is not None and domain not in self._declared:
-            raise ValueError(f"{where}: domain {domain} is not one of the declared domains {self._declared}")
+            raise DataError(f"{where}: domain {domain} is not one of the declared domains {self._declared}")
         known = self._sensors.get(domain, sensor)
         if known != sensor:
-            raise ValueError(f"{where}: domain {domain} already holds sensor {known}, got {sensor}")
+            raise DataError(f"{where}: domain {domain} already holds sensor {known}, got {sensor}")
         if split == "train" and self._train_bands is not None and self._train_bands[0] != image.shape[0]:
-            raise ValueError(
-                f"{where}: training tiles of sensor {sensor} have {image.shape[0]} bands but training tiles of "
-                f"sensor {self._train_bands[1]} have {self._train_bands[0]}; normalisation statistics need "
-                "one band count in the train split"
-            )
+            raise DataError(f"{where}: training tiles of sensor {sensor} have {image.shape[0]} bands but training "
+                            f"tiles of sensor {self._train_bands[1]} have {self._train_bands[0]}; normalisation "
+                            "statistics need one band count in the train split")
 
-        if source_file:
-            stem = f"{_safe_name(Path(source_file).stem)}_r{int(row)}_c{int(col)}"
-        else:
-            stem = f"tile{len(self._rows):06d}"
+    def _tile_paths(self, domain: str, split: str, source_file: str, row: int, col: int) -> tuple[str, str]:
+        """Unique manifest paths ``images/<domain>/<split>/<stem>.tif`` and the matching ``masks/…`` path."""
+        stem = f"{_safe_name(Path(source_file).stem)}_r{int(row)}_c{int(col)}" if source_file \
+            else f"tile{len(self._rows):06d}"
         sub = f"{_safe_name(domain)}/{_safe_name(split)}"
         if f"{sub}/{stem}" in self._stems:
             stem = f"{stem}_{len(self._rows):06d}"
         self._stems.add(f"{sub}/{stem}")
-        image_rel = f"images/{sub}/{stem}.tif"
-        mask_rel = f"masks/{sub}/{stem}.tif"
-        write_raster(self.tmp_dir / image_rel, image, crs=crs, transform=transform)
-        write_raster(self.tmp_dir / mask_rel, mask.astype(np.uint8), crs=crs, transform=transform)
+        return f"images/{sub}/{stem}.tif", f"masks/{sub}/{stem}.tif"
 
-        # State changes only after the tile is valid and written.
+    def _record(self, image: np.ndarray, domain: str, split: str, sensor: str) -> None:
         self._sensors.setdefault(domain, sensor)
         if split == "train":
             self._train_bands = self._train_bands or (image.shape[0], sensor)
@@ -220,18 +228,6 @@ class PreparedWriter:
         self._dtypes.setdefault(sensor, image.dtype.name)
         counts = self._tiles.setdefault(domain, {})
         counts[split] = counts.get(split, 0) + 1
-        self._rows.append(
-            {
-                "image": image_rel,
-                "mask": mask_rel,
-                "domain": domain,
-                "split": split,
-                "sensor": sensor,
-                "source_file": str(source_file),
-                "row": int(row),
-                "col": int(col),
-            }
-        )
 
     def close(self) -> Path:
         """Write ``manifest.csv`` and ``dataset.yaml`` and move the dataset to ``out_dir``; returns ``out_dir``."""
@@ -247,12 +243,12 @@ class PreparedWriter:
 
     def _finish(self) -> None:
         if not self._rows:
-            raise ValueError(f"{self.out_dir}: refusing to write an empty dataset (no tiles were added)")
+            raise DataError(f"{self.out_dir}: refusing to write an empty dataset (no tiles were added)")
         empty = [d for d, counts in self._tiles.items() if sum(counts.values()) == 0]
         if empty:
-            raise ValueError(f"{self.out_dir}: domain(s) {empty} have zero tiles")
+            raise DataError(f"{self.out_dir}: domain(s) {empty} have zero tiles")
         if self._train_bands is None:
-            raise ValueError(
+            raise DataError(
                 f"{self.out_dir}: no tile in split 'train'; normalisation statistics are computed on the train split"
             )
         mean, std = self._train_stats.result()
@@ -270,7 +266,7 @@ class PreparedWriter:
         }
         for key, value in self.extra.items():
             if key in info:
-                raise ValueError(f"{self.out_dir}: extra key {key!r} collides with a dataset.yaml key")
+                raise DataError(f"{self.out_dir}: extra key {key!r} collides with a dataset.yaml key")
             info[key] = value
         with open(self.tmp_dir / "manifest.csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
@@ -317,13 +313,17 @@ class DatasetInfo:
     def domains(self) -> list[str]:
         return list(self.sensors)
 
+    def normalizer(self) -> Normalize:
+        """The training split's per-band standardisation (see :class:`rsmoe.data.normalize.Normalize`)."""
+        return Normalize(self.mean, self.std)
+
 
 def load_dataset_info(root: str | Path) -> DatasetInfo:
     """Read ``root/dataset.yaml``; a one-line error names the file and what is missing or wrong."""
     root = Path(root)
     path = root / "dataset.yaml"
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{path} not found: {root} is not a prepared dataset (create one with `rsmoe prepare` or "
             "rsmoe.data.synthetic.synthesize)"
         )
@@ -331,24 +331,24 @@ def load_dataset_info(root: str | Path) -> DatasetInfo:
         with open(path, encoding="utf-8") as f:
             raw = yaml.safe_load(f)
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise DataError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+        raise DataError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     required = ("name", "classes", "palette", "ignore_index", "sensors", "bands", "normalization")
     missing = [k for k in required if k not in raw]
     if missing:
-        raise ValueError(f"{path}: missing key(s) {', '.join(missing)}")
+        raise DataError(f"{path}: missing key(s) {', '.join(missing)}")
     norm = raw["normalization"]
     if not isinstance(norm, dict) or "mean" not in norm or "std" not in norm:
-        raise ValueError(f"{path}: normalization must be a mapping with 'mean' and 'std' lists, got {norm!r}")
+        raise DataError(f"{path}: normalization must be a mapping with 'mean' and 'std' lists, got {norm!r}")
     if len(norm["mean"]) != len(norm["std"]):
-        raise ValueError(
+        raise DataError(
             f"{path}: normalization mean has {len(norm['mean'])} values but std has {len(norm['std'])}"
         )
     if not isinstance(raw["sensors"], dict) or not isinstance(raw["classes"], list):
-        raise ValueError(f"{path}: 'sensors' must be a mapping domain -> sensor and 'classes' a list")
+        raise DataError(f"{path}: 'sensors' must be a mapping domain -> sensor and 'classes' a list")
     if len(raw["palette"]) != len(raw["classes"]):
-        raise ValueError(
+        raise DataError(
             f"{path}: palette has {len(raw['palette'])} entries for {len(raw['classes'])} classes"
         )
     known = set(required) | {"dtype"}
@@ -368,29 +368,50 @@ def load_dataset_info(root: str | Path) -> DatasetInfo:
 
 
 def read_manifest(root: str | Path) -> list[dict[str, Any]]:
-    """The rows of ``root/manifest.csv`` as dicts (``row``/``col`` as int)."""
+    """The rows of ``root/manifest.csv`` as dicts (``row``/``col`` as int); a malformed row is a one-line
+    :class:`DataError` naming its line."""
     path = Path(root) / "manifest.csv"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {root} is not a prepared dataset")
+        raise MissingFileError(f"{path} not found: {root} is not a prepared dataset")
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
-            raise ValueError(f"{path}: columns {reader.fieldnames}, expected {list(MANIFEST_COLUMNS)}")
-        rows = []
-        for r in reader:
-            r["row"], r["col"] = int(r["row"]), int(r["col"])
-            rows.append(r)
+            raise DataError(f"{path}: columns {reader.fieldnames}, expected {list(MANIFEST_COLUMNS)}")
+        rows = [_manifest_row(r, path, reader.line_num) for r in reader]
     return rows
+
+
+def _manifest_row(r: dict[str, Any], path: Path, line: int) -> dict[str, Any]:
+    if None in r or any(r.get(c) is None for c in MANIFEST_COLUMNS) or not r["image"] or not r["mask"]:
+        raise DataError(f"{path}, line {line}: expected {len(MANIFEST_COLUMNS)} fields "
+                        f"({','.join(MANIFEST_COLUMNS)}), the row is truncated or has extra fields")
+    try:
+        r["row"], r["col"] = int(r["row"]), int(r["col"])
+    except ValueError:
+        raise DataError(f"{path}, line {line}: row/col must be integers, got {r['row']!r}, {r['col']!r}") from None
+    return r
+
+
+def read_tile(path: Path, what: str) -> np.ndarray:
+    """The C×H×W pixels of a prepared tile; a missing or unreadable file is a one-line :class:`DataError`."""
+    if not path.is_file():
+        raise MissingFileError(f"{path}: {what} tile listed in the manifest is missing")
+    try:
+        return read_raster(path)
+    except rasterio.errors.RasterioError as exc:
+        raise DataError(f"{path}: unreadable {what} tile ({one_line(exc)})") from None
 
 
 class PreparedDataset(torch.utils.data.Dataset):
     """Tiles of a prepared folder as sample dicts.
 
-    Each sample: ``image`` float32 tensor C×H×W normalised as ``(x - mean) / std`` with the training-split
-    statistics of ``dataset.yaml`` (computed in float32); ``mask`` int64 tensor H×W (255 = ignore);
+    Each sample: ``image`` float32 tensor C×H×W of **raw** values (the stored numbers, converted to float32;
+    :class:`rsmoe.data.normalize.Normalize` built from :meth:`DatasetInfo.normalizer` standardises them, as the
+    last step before padding in every pipeline); ``mask`` int64 tensor H×W (255 = ignore);
     ``wavelengths`` float32 tensor (C,) of band centres in µm from the sensor registry; ``domain`` str; ``meta``
-    ``{"image": absolute path, "sensor": key, "row": int, "col": int}``. ``transform`` (a callable on the sample
-    dict) runs after normalisation. ``cache=True`` keeps decoded, normalised tiles in memory.
+    ``{"image": absolute path, "tile": manifest path of the image (relative to the folder; the key of caption stores),
+    "sensor": key, "row": int, "col": int}``. ``transform`` (a callable on the sample dict) runs on every sample.
+    ``cache=True`` keeps decoded tiles in memory.
 
     ``split`` (a name or a list of names) and ``domains`` (a list) filter the manifest; ``None`` keeps all. An
     unknown domain is an error; a split a domain does not have gives an empty dataset (callers check ``len``).
@@ -413,7 +434,7 @@ class PreparedDataset(torch.utils.data.Dataset):
         if domains is not None:
             unknown = [d for d in domains if d not in known_domains]
             if unknown:
-                raise ValueError(f"{self.root}: unknown domain(s) {unknown}; known domains: {known_domains}")
+                raise DataError(f"{self.root}: unknown domain(s) {unknown}; known domains: {known_domains}")
             rows = [r for r in rows if r["domain"] in set(domains)]
         if split is not None:
             splits = {split} if isinstance(split, str) else set(split)
@@ -422,9 +443,6 @@ class PreparedDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.cache = cache
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._mean = np.asarray(self.info.mean, dtype=np.float32)
-        std = np.asarray(self.info.std, dtype=np.float32)
-        self._std = np.where(std > 0, std, np.float32(1.0)).astype(np.float32)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -446,15 +464,23 @@ class PreparedDataset(torch.utils.data.Dataset):
         if index in self._cache:
             return self._cache[index]
         r = self.rows[index]
-        image_path = self.root / r["image"]
-        image = read_raster(image_path).astype(np.float32)
-        if image.shape[0] != self._mean.shape[0]:
-            raise ValueError(
-                f"{image_path}: {image.shape[0]} bands (sensor {r['sensor']}) but the training-split "
-                f"normalisation of {self.root / 'dataset.yaml'} has {self._mean.shape[0]}"
-            )
-        image = (image - self._mean[:, None, None]) / self._std[:, None, None]
-        mask = read_raster(self.root / r["mask"], squeeze=True).astype(np.int64)
+        image_path, mask_path = self.root / r["image"], self.root / r["mask"]
+        image = read_tile(image_path, "image").astype(np.float32)
+        if image.ndim != 3 or image.shape[0] != len(self.info.mean):
+            raise DataError(f"{image_path}: {image.shape[0]} bands (sensor {r['sensor']}) but the training-split "
+                            f"normalisation of {self.root / 'dataset.yaml'} has {len(self.info.mean)}")
+        if not np.isfinite(image).all():
+            raise DataError(f"{image_path}: {int((~np.isfinite(image)).sum())} non-finite pixel value(s) (NaN/inf); "
+                            "re-run `rsmoe prepare`, which marks them as no-data")
+        mask = read_tile(mask_path, "mask")
+        if mask.shape[0] != 1 or mask.shape[1:] != image.shape[1:]:
+            raise DataError(f"{mask_path}: mask of shape {mask.shape} for an image of {image.shape[1:]}; expected "
+                            "one band of the same size")
+        mask = mask[0].astype(np.int64)
+        bad = (mask != self.info.ignore_index) & ((mask < 0) | (mask >= self.info.num_classes))
+        if bad.any():
+            raise DataError(f"{mask_path}: label value {int(mask[bad].flat[0])} is not a class index (0.."
+                            f"{self.info.num_classes - 1}) nor the ignore index {self.info.ignore_index}")
         if self.cache:
             self._cache[index] = (image, mask)
         return image, mask
@@ -473,6 +499,7 @@ class PreparedDataset(torch.utils.data.Dataset):
             "domain": r["domain"],
             "meta": {
                 "image": str(self.root / r["image"]),
+                "tile": r["image"],
                 "sensor": r["sensor"],
                 "row": r["row"],
                 "col": r["col"],

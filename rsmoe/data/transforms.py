@@ -1,21 +1,15 @@
 """Training-recipe transforms on the sample dict (mmsegmentation's pipeline semantics, generalised to C bands).
 
-Each transform takes and returns the sample dict (``image`` float32 C×H×W, already normalised per band as
-``(x - mean) / std``; ``mask`` int64 H×W with the ignore index 255). Image and mask always move together; masks are
-resampled by nearest neighbour only, so the ignore value is never blended into a class. Randomness comes from
-torch's global RNG (seed it with ``torch.manual_seed``; DataLoader workers get their own seeds from Lightning).
+Each transform takes and returns the sample dict (``image`` float32 C×H×W, ``mask`` int64 H×W with the ignore index
+255). Image and mask always move together; masks are resampled by nearest neighbour only, so the ignore value is
+never blended into a class. Randomness comes from torch's global RNG (seed it with ``torch.manual_seed``; DataLoader
+workers get their own seeds from Lightning).
 
-The public SpectralMoE configs run mmseg's pipeline on raw values and normalise afterwards
-(``RandomResize → RandomCrop → RandomFlip → PhotometricDistortion``, then normalisation and padding in the data
-preprocessor). rsmoe's :class:`~rsmoe.data.prepared.PreparedDataset` normalises first; the transforms here are
-written so that the result is the same as the mmseg order:
-
-- bilinear resizing, cropping and flipping commute with a per-band affine map, so they need nothing special;
-- :class:`PhotometricDistortion` takes the band ``mean``/``std`` and expresses each raw-value operation in
-  normalised units (a brightness shift δ becomes δ/std, a contrast factor α becomes ``α·n + (α − 1)·mean/std``,
-  the raw clipping range becomes a per-band range);
-- mmseg pads *after* normalisation (value 0 in normalised units, 255 in the mask) and after the photometric step,
-  so :func:`build_train_transforms` crops without padding and pads last (:class:`Pad`).
+The order is mmseg's: the geometric and photometric steps run on **raw** values
+(``RandomResize → RandomCrop → RandomFlip → PhotometricDistortion``), then
+:class:`~rsmoe.data.normalize.Normalize` standardises each band and :class:`Pad` pads to the crop size with 0 (the
+band mean) in the image and the ignore index in the mask, as mmseg's data preprocessor does after normalisation.
+Evaluation and ``rsmoe predict`` use the same ``Normalize`` (from the checkpoint), so the three agree exactly.
 
 The one known difference: mmseg keeps uint8 images uint8 through the resize (cv2 rounds to integers); here the image
 stays float.
@@ -28,6 +22,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ..errors import ConfigError
+from .normalize import Normalize
 
 IGNORE_INDEX = 255
 
@@ -243,33 +240,24 @@ def _hsv_to_rgb(h: Tensor, s: Tensor, v: Tensor) -> Tensor:
 
 
 class PhotometricDistortion:
-    """mmseg's ``PhotometricDistortion`` for normalised C-band images, equal to distorting the raw values first.
+    """mmseg's ``PhotometricDistortion`` on raw values, for any band count.
 
-    On raw values x, each step with probability 1/2: brightness ``x + δ``, δ ~ U(−brightness_delta,
-    brightness_delta) (one δ for all bands); contrast ``α·x``, α ~ U(contrast_range) (one α for all bands); and for
-    3-band images only, saturation (×U(saturation_range), clipped to [0, 1]) and hue (shift by an integer in
-    [−hue_delta, hue_delta) in OpenCV's 8-bit hue units, 180 per turn) in HSV. Contrast comes before or after the
-    HSV steps with equal probability (mmseg's ``mode``). ``value_range`` (raw units, e.g. ``(0, 255)`` for uint8
-    imagery) clips after every step as mmseg does; ``None`` clips nothing.
+    Each step with probability 1/2: brightness ``x + δ``, δ ~ U(−brightness_delta, brightness_delta) (one δ for all
+    bands); contrast ``α·x``, α ~ U(contrast_range) (one α for all bands); and for 3-band images only, saturation
+    (×U(saturation_range), clipped to [0, 1]) and hue (shift by an integer in [−hue_delta, hue_delta) in OpenCV's
+    8-bit hue units, 180 per turn) in HSV. Contrast comes before or after the HSV steps with equal probability
+    (mmseg's ``mode``). ``value_range`` (raw units, e.g. ``(0, 255)`` for uint8 imagery) clips after every step as
+    mmseg does; ``None`` clips nothing.
 
     Saturation and hue are defined only for an RGB triple, so they are skipped when C ≠ 3: multispectral images get
-    brightness and contrast, one draw shared by all bands (as the public code's multi-band variant is described).
-    Band order (RGB or BGR) does not change their distribution: the hue shift is symmetric. Hue follows OpenCV's
-    uint8 convention (mmseg applied to float images shifts a 0–360 hue modulo 180, a quirk not reproduced).
-
-    Since the sample is normalised (``n = (x − mean) / std``), each step is applied in normalised units:
-    ``n + δ/std``, ``α·n + (α − 1)·mean/std``, the clip range ``(lo − mean)/std … (hi − mean)/std`` per band; the
-    HSV steps de-normalise the three bands, apply, and normalise back.
+    brightness and contrast, one draw shared by all bands. Band order (RGB or BGR) does not change their
+    distribution: the hue shift is symmetric. Hue follows OpenCV's uint8 convention (mmseg applied to float images
+    shifts a 0–360 hue modulo 180, a quirk not reproduced).
     """
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], brightness_delta: float = 32.0,
-                 contrast_range: Sequence[float] = (0.5, 1.5), saturation_range: Sequence[float] = (0.5, 1.5),
-                 hue_delta: int = 18, value_range: Sequence[float] | None = None):
-        self.mean = torch.as_tensor(mean, dtype=torch.float32).flatten()
-        std_t = torch.as_tensor(std, dtype=torch.float32).flatten()
-        if self.mean.shape != std_t.shape:
-            raise ValueError(f"PhotometricDistortion: mean has {self.mean.numel()} values, std {std_t.numel()}")
-        self.std = torch.where(std_t > 0, std_t, torch.ones_like(std_t))  # as PreparedDataset treats std = 0
+    def __init__(self, brightness_delta: float = 32.0, contrast_range: Sequence[float] = (0.5, 1.5),
+                 saturation_range: Sequence[float] = (0.5, 1.5), hue_delta: int = 18,
+                 value_range: Sequence[float] | None = None):
         self.brightness_delta = float(brightness_delta)
         self.contrast_range = (float(contrast_range[0]), float(contrast_range[1]))
         self.saturation_range = (float(saturation_range[0]), float(saturation_range[1]))
@@ -288,41 +276,25 @@ class PhotometricDistortion:
             p["hue"] = int(torch.randint(-self.hue_delta, self.hue_delta, ())) if _coin(0.5) else None
         return p
 
-    def _stats(self, image: Tensor) -> tuple[Tensor, Tensor]:
-        c = image.shape[0]
-        if self.mean.numel() != c:
-            raise ValueError(f"PhotometricDistortion: image has {c} bands, mean/std have {self.mean.numel()}")
-        return (self.mean.to(image)[:, None, None], self.std.to(image)[:, None, None])
-
-    def _clip(self, image: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-        if self.value_range is None:
-            return image
-        lo, hi = self.value_range
-        return torch.minimum(torch.maximum(image, (lo - mean) / std), (hi - mean) / std)
+    def clip(self, image: Tensor) -> Tensor:
+        return image if self.value_range is None else image.clamp(*self.value_range)
 
     def apply(self, image: Tensor, params: dict[str, Any]) -> Tensor:
-        """The distortion ``params`` applied to a normalised C×H×W image."""
-        mean, std = self._stats(image)
+        """The distortion ``params`` applied to a raw C×H×W image."""
         out = image
         if params.get("brightness") is not None:
-            out = self._clip(out + params["brightness"] / std, mean, std)
-
-        def contrast(x: Tensor) -> Tensor:
-            a = params["contrast"]
-            return self._clip(a * x + (a - 1.0) * mean / std, mean, std)
-
+            out = self.clip(out + params["brightness"])
         if params.get("contrast") is not None and params["contrast_first"]:
-            out = contrast(out)
+            out = self.clip(out * params["contrast"])
         if image.shape[0] == 3 and (params.get("saturation") is not None or params.get("hue") is not None):
-            raw = (out * std + mean).clamp_min(0.0)  # HSV needs non-negative values
-            h, s, v = _rgb_to_hsv(raw)
+            h, s, v = _rgb_to_hsv(out.clamp_min(0.0))  # HSV needs non-negative values
             if params.get("saturation") is not None:
                 s = (s * params["saturation"]).clamp(0.0, 1.0)
             if params.get("hue") is not None:
                 h = (h + 2.0 * params["hue"]) % 360.0
-            out = self._clip((_hsv_to_rgb(h, s, v) - mean) / std, mean, std)
+            out = self.clip(_hsv_to_rgb(h, s, v))
         if params.get("contrast") is not None and not params["contrast_first"]:
-            out = contrast(out)
+            out = self.clip(out * params["contrast"])
         return out
 
     def __call__(self, sample: dict) -> dict:
@@ -334,27 +306,27 @@ class PhotometricDistortion:
                 f"contrast_range={self.contrast_range}, value_range={self.value_range})")
 
 
-def build_train_transforms(cfg_augment: Any, mean: Sequence[float], std: Sequence[float],
-                           value_range: Sequence[float] | None = None,
+def build_train_transforms(cfg_augment: Any, normalize: Normalize, value_range: Sequence[float] | None = None,
                            ignore_index: int = IGNORE_INDEX) -> Compose:
     """The training pipeline of a ``data.augment`` section (:class:`rsmoe.config.AugmentConfig`):
     RandomResize (``resize_scale`` set) → RandomCrop (``crop`` set) → RandomFlip → PhotometricDistortion
-    (``photometric``) → Pad to the crop size. ``mean``/``std``: the dataset's band statistics the images were
-    normalised with; ``value_range``: raw clip range of the photometric step (``(0, 255)`` for uint8 data)."""
+    (``photometric``) → ``normalize`` → Pad to the crop size. ``value_range``: raw clip range of the photometric
+    step (``(0, 255)`` for uint8 data)."""
     a = cfg_augment
     steps: list[Callable[[dict], dict]] = []
     if a.resize_scale is not None:
         if len(a.resize_scale) != 2:
-            raise ValueError(f"data.augment.resize_scale: expected [low, high], got {a.resize_scale}")
+            raise ConfigError(f"data.augment.resize_scale: expected [low, high], got {a.resize_scale}")
         if a.crop is None:
-            raise ValueError("data.augment.resize_scale needs data.augment.crop: a batch needs tiles of one size")
+            raise ConfigError("data.augment.resize_scale needs data.augment.crop: a batch needs tiles of one size")
         steps.append(RandomResize(a.resize_scale, base=a.resize_base, max_size=a.resize_max))
     if a.crop is not None:
         steps.append(RandomCrop(a.crop, cat_max_ratio=a.cat_max_ratio, ignore_index=ignore_index, pad=False))
     if a.hflip > 0 or a.vflip > 0:
         steps.append(RandomFlip(a.hflip, a.vflip))
     if a.photometric:
-        steps.append(PhotometricDistortion(mean, std, value_range=value_range))
+        steps.append(PhotometricDistortion(value_range=value_range))
+    steps.append(normalize)
     if a.crop is not None:
         steps.append(Pad(a.crop, 0.0, ignore_index))
     return Compose(steps)
@@ -365,5 +337,5 @@ def raw_value_range(dtype: Any) -> tuple[float, float] | None:
     return (0.0, 255.0) if isinstance(dtype, str) and dtype == "uint8" else None
 
 
-__all__ = ["Compose", "RandomResize", "RandomCrop", "RandomFlip", "Pad", "PhotometricDistortion",
+__all__ = ["Compose", "Normalize", "RandomResize", "RandomCrop", "RandomFlip", "Pad", "PhotometricDistortion",
            "build_train_transforms", "raw_value_range", "resize_mask", "pad_sample"]

@@ -1,26 +1,38 @@
 """rsmoe checkpoints: only the trainable tensors (plug-in + head) as safetensors, with what is needed to rebuild.
 
-The file's metadata holds the run config (JSON), class names, palette, normalisation statistics, band wavelengths
-(µm) and names, the sensor key and the training step. The frozen backbone and depth weights are never copied: the
-config references them (a local path, or the seed of the random initialisation used by tests and the demo), so
-loading rebuilds them exactly.
+The file's metadata holds the format and its version, the run config (JSON), class names, palette, the
+normalisation statistics (:class:`rsmoe.data.normalize.Normalize`: the training split's per-band mean and std),
+band wavelengths (µm) and names, the sensor key and the training step. The frozen backbone and depth weights are
+never copied: the config references them (a local path, or the seed of the random initialisation used by tests
+and the demo), so loading rebuilds them exactly.
+
+Versions (``format_version``): 1 — the first release (``format`` = ``rsmoe-checkpoint-v1``); 2 — every model's
+decoder is an ordinary decode head (``model: mpers`` tensors ``decoder.*`` → ``head.*``). Older files are migrated when read
+(:data:`MIGRATIONS`), so a saved model keeps loading after the code moves on; a newer file than this rsmoe knows
+is refused with a one-line message.
 """
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..config import Config, config_from_dict
+from ..data.normalize import Normalize
+from ..errors import CheckpointError, MissingFileError, one_line
+from ..io.atomic import atomic_path
 from ..models.build import build_model
-from ..models.segmentor import FROZEN_PREFIXES, Segmentor
+from ..models.protocol import SegModel
 
-FORMAT = "rsmoe-checkpoint-v1"
+FORMAT = "rsmoe-checkpoint"
+FORMAT_VERSION = 2
+LEGACY_FORMATS = {"rsmoe-checkpoint-v1": 1}
 
 
 @dataclass
@@ -36,9 +48,14 @@ class CheckpointMeta:
     ignore_index: int = 255
     step: int = 0
 
+    def normalizer(self) -> Normalize:
+        """The per-band standardisation the model was trained with (used by evaluation and ``rsmoe predict``)."""
+        return Normalize(self.mean, self.std)
+
     def to_strings(self) -> dict[str, str]:
         return {
             "format": FORMAT,
+            "format_version": str(FORMAT_VERSION),
             "config": self.config.to_json(),
             "class_names": json.dumps(self.class_names),
             "palette": json.dumps(self.palette),
@@ -53,82 +70,113 @@ class CheckpointMeta:
 
     @classmethod
     def from_strings(cls, meta: dict[str, str], path: Path) -> "CheckpointMeta":
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: not an rsmoe checkpoint (format {meta.get('format')!r}, expected {FORMAT!r})")
-        return cls(
-            config=config_from_dict(json.loads(meta["config"])),
-            class_names=json.loads(meta["class_names"]),
-            palette=json.loads(meta["palette"]),
-            mean=json.loads(meta["mean"]),
-            std=json.loads(meta["std"]),
-            wavelengths=json.loads(meta["wavelengths"]),
-            band_names=json.loads(meta.get("band_names", "[]")),
-            sensor=meta.get("sensor") or None,
-            ignore_index=int(meta.get("ignore_index", 255)),
-            step=int(meta.get("step", 0)),
-        )
+        try:
+            config = config_from_dict(json.loads(meta["config"]))
+            return cls(
+                config=config, class_names=json.loads(meta["class_names"]), palette=json.loads(meta["palette"]),
+                mean=json.loads(meta["mean"]), std=json.loads(meta["std"]),
+                wavelengths=json.loads(meta["wavelengths"]), band_names=json.loads(meta.get("band_names", "[]")),
+                sensor=meta.get("sensor") or None, ignore_index=int(meta.get("ignore_index", 255)),
+                step=int(meta.get("step", 0)),
+            )
+        except (KeyError, ValueError) as exc:
+            raise CheckpointError(f"{path}: damaged rsmoe metadata ({one_line(exc)})") from None
 
 
-def save_checkpoint(model: Segmentor, meta: CheckpointMeta, path: str | Path) -> Path:
-    """Write the trainable tensors + metadata to ``path`` (via a temporary file, then rename)."""
+def checkpoint_version(meta: dict[str, str], path: Path) -> int:
+    """The format version of a checkpoint's metadata (legacy names included); refuses other files."""
+    fmt = meta.get("format")
+    if fmt in LEGACY_FORMATS:
+        return LEGACY_FORMATS[fmt]
+    if fmt != FORMAT:
+        raise CheckpointError(f"{path}: not an rsmoe checkpoint (format {fmt!r}, expected {FORMAT!r})")
+    version = int(meta.get("format_version", "0") or 0)
+    if not 1 <= version <= FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {version}, this rsmoe reads 1..{FORMAT_VERSION}; "
+                              "upgrade rsmoe")
+    return version
+
+
+def _v1_to_v2(tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
+    if config.get("model") == "mpers":
+        for key in [k for k in tensors if k.startswith("decoder.")]:
+            tensors["head." + key[len("decoder."):]] = tensors.pop(key)
+
+
+#: version v → the step that turns a v file's tensors and config dict into v + 1's (in place)
+MIGRATIONS: dict[int, Callable[[dict[str, torch.Tensor], dict[str, Any]], None]] = {1: _v1_to_v2}
+
+
+def migrate(tensors: dict[str, torch.Tensor], meta: dict[str, str], path: Path) -> dict[str, str]:
+    """Bring a checkpoint's tensors (in place) and metadata up to :data:`FORMAT_VERSION`."""
+    version = checkpoint_version(meta, path)
+    try:
+        config = json.loads(meta["config"])
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"{path}: damaged rsmoe metadata ({one_line(exc)})") from None
+    for v in range(version, FORMAT_VERSION):
+        MIGRATIONS[v](tensors, config)
+    return {**meta, "format": FORMAT, "format_version": str(FORMAT_VERSION), "config": json.dumps(config)}
+
+
+def save_checkpoint(model: SegModel, meta: CheckpointMeta, path: str | Path) -> Path:
+    """Write the trainable tensors + metadata to ``path`` atomically (temporary file, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.trainable_state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta.to_strings())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
+    """Tensors and metadata of a checkpoint, migrated to the current format."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingFileError(f"checkpoint not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+            raw = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # safetensors raises its own error types
-        raise ValueError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
-    return tensors, CheckpointMeta.from_strings(meta, path)
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({one_line(exc)})") from None
+    return tensors, CheckpointMeta.from_strings(migrate(tensors, raw, path), path)
 
 
-def load_trainable(model: Segmentor, tensors: dict[str, torch.Tensor], path: str | Path = "checkpoint") -> None:
+def load_trainable(model: SegModel, tensors: dict[str, torch.Tensor], path: str | Path = "checkpoint") -> None:
     """Load plug-in + head tensors; every trainable tensor must be present with the right shape."""
     expected = model.trainable_state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
-        raise ValueError(f"{path}: missing keys {missing[:5]}{'…' if len(missing) > 5 else ''}, "
-                         f"unexpected keys {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}")
+        raise CheckpointError(f"{path}: does not fit this model: missing keys {missing[:5]}"
+                              f"{'…' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
+                              f"{'…' if len(unexpected) > 5 else ''}")
     for key, value in tensors.items():
         if value.shape != expected[key].shape:
-            raise ValueError(f"{path}: {key} has shape {tuple(value.shape)}, model expects {tuple(expected[key].shape)}")
+            raise CheckpointError(f"{path}: {key} has shape {tuple(value.shape)}, the model expects "
+                                  f"{tuple(expected[key].shape)}")
     model.load_state_dict(tensors, strict=False)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Segmentor, CheckpointMeta]:
-    """Rebuild the Segmentor of a checkpoint (frozen weights from the config's references) and load its tensors."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[SegModel, CheckpointMeta]:
+    """Rebuild the model of a checkpoint (frozen weights from the config's references) and load its tensors."""
     tensors, meta = read_checkpoint(path)
     model = build_model(meta.config, len(meta.class_names), meta.wavelengths, class_names=meta.class_names,
                         ignore_index=meta.ignore_index)
     load_trainable(model, tensors, path)
-    assert not any(k.startswith(FROZEN_PREFIXES) for k in tensors)
     return model.to(map_location).eval(), meta
 
 
 class EvaluationForward(torch.nn.Module):
     """``forward(image, wavelengths)`` = the model's evaluation-time ``predict`` (MPerS: with its own captions)."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: SegModel):
         super().__init__()
         self.model = model
 
     def forward(self, image: torch.Tensor, wavelengths: torch.Tensor) -> torch.Tensor:
-        return self.model.predict(image, wavelengths)
+        return self.model.predict({"image": image, "wavelengths": wavelengths})
 
 
 def load_prediction_model(path: str | Path, device: str = "cpu"):
@@ -137,7 +185,12 @@ def load_prediction_model(path: str | Path, device: str = "cpu"):
 
     model, meta = load_checkpoint(path, device)
     return PredictionModel(
-        model=EvaluationForward(model), class_names=meta.class_names, palette=[tuple(c) for c in meta.palette], mean=meta.mean,
-        std=meta.std, wavelengths=meta.wavelengths, band_names=meta.band_names, sensor=meta.sensor,
-        ignore_index=meta.ignore_index, multiple_of=model.backbone.patch_size,
+        model=EvaluationForward(model), class_names=meta.class_names, palette=[tuple(c) for c in meta.palette],
+        normalize=meta.normalizer(), wavelengths=meta.wavelengths, band_names=meta.band_names, sensor=meta.sensor,
+        ignore_index=meta.ignore_index, multiple_of=model.input_multiple,
     )
+
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "MIGRATIONS", "CheckpointMeta", "EvaluationForward", "checkpoint_version",
+           "load_checkpoint", "load_prediction_model", "load_trainable", "migrate", "read_checkpoint",
+           "save_checkpoint"]

@@ -1,22 +1,24 @@
-"""The Lightning module: task loss + router loss, per-step poly LR, per-domain confusion matrices."""
+"""The Lightning module: one training step = ``model.loss(batch)``, per-step poly LR, per-domain confusion matrices.
+
+It depends only on the :class:`rsmoe.models.protocol.SegModel` contract: whatever the model, a batch goes in,
+``loss`` is back-propagated and every other ``loss_*`` term is logged; evaluation calls ``model.predict(batch)``.
+"""
 from __future__ import annotations
 
 import lightning as L
 import torch
 
 from ..config import Config
-from ..models.mpers.captions import CaptionInputs
-from ..models.mpers.model import MPerS
-from ..models.segmentor import FROZEN_PREFIXES, Segmentor
+from ..models.protocol import SegModel
 from .inference import slide_inference
 from .metrics import mean_over_domains, metrics_from_confusion, update_confusion
 from .optim import build_optimizer
 
 
 class SegmentationModule(L.LightningModule):
-    """Wraps a :class:`Segmentor`. ``eval_domains``: the name of each validation dataloader, in order."""
+    """Wraps a :class:`SegModel`. ``eval_domains``: the name of each validation dataloader, in order."""
 
-    def __init__(self, cfg: Config, model: Segmentor, class_names: list[str], eval_domains: list[str],
+    def __init__(self, cfg: Config, model: SegModel, class_names: list[str], eval_domains: list[str],
                  ignore_index: int = 255):
         super().__init__()
         self.cfg = cfg
@@ -27,17 +29,15 @@ class SegmentationModule(L.LightningModule):
         self.strict_loading = False  # Lightning checkpoints hold only the trainable tensors
         self.confusions: dict[int, torch.Tensor] = {}
         self.last_metrics: dict = {}
-        # MPerS: captions per batch (store / live ground-truth statistics in training, never ground truth in eval)
-        self.captions = CaptionInputs(model, cfg.mpers, cfg.data.root) if isinstance(model, MPerS) else None
-        check_eval_config(cfg, class_names)
 
     # --------------------------------------------------------------------------------------------------- train
     def training_step(self, batch, batch_idx):
-        text = self.captions.for_training(batch) if self.captions is not None else {}
-        terms = self.model.loss(batch["image"], batch["wavelengths"], batch["mask"],
-                                moe_weight=self.cfg.adapter.loss_weight, **text)
-        self.log("train/loss", terms["loss"].detach(), prog_bar=True, batch_size=batch["image"].shape[0])
-        self.log("train/loss_moe", terms["loss_moe"], batch_size=batch["image"].shape[0])
+        terms = self.model.loss(batch)
+        size = batch["image"].shape[0]
+        self.log("train/loss", terms["loss"].detach(), prog_bar=True, batch_size=size)
+        for key, value in terms.items():
+            if key != "loss":
+                self.log(f"train/{key}", value, batch_size=size, prog_bar=key in ("loss_task", "loss_router"))
         return terms["loss"]
 
     def configure_optimizers(self):
@@ -45,8 +45,8 @@ class SegmentationModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
-                                    if not k.removeprefix("model.").startswith(FROZEN_PREFIXES)}
+        frozen = tuple(f"model.{p}" for p in self.model.frozen_prefixes)
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(frozen)}
 
     # ---------------------------------------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
@@ -54,23 +54,16 @@ class SegmentationModule(L.LightningModule):
         self.confusions = {i: torch.zeros(k, k, dtype=torch.int64, device=self.device)
                            for i in range(len(self.eval_domains))}
 
-    def predict_scores(self, image: torch.Tensor, wavelengths: torch.Tensor, **text) -> torch.Tensor:
-        """Class scores B×K×H×W as ``cfg.eval`` says: one forward (``whole``) or averaged windows (``slide``).
-        MPerS predicts with its evaluation captions (``text``: image-derived store captions only)."""
+    def predict_scores(self, batch: dict) -> torch.Tensor:
+        """Class scores B×K×H×W as ``cfg.eval`` says: one forward (``whole``) or averaged windows (``slide``)."""
         ev = self.cfg.eval
-
-        def forward(x):
-            return self.model.predict(x, wavelengths, **text)
-
         if ev.mode == "whole":
-            return forward(image)
-        if ev.mode == "slide":
-            return slide_inference(forward, image, ev.window, ev.stride, len(self.class_names))
-        raise ValueError(f"eval.mode: expected 'whole' or 'slide', got {ev.mode!r}")
+            return self.model.predict(batch)
+        return slide_inference(lambda x: self.model.predict({**batch, "image": x}), batch["image"], ev.window,
+                               ev.stride, len(self.class_names))
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        text = self.captions.for_eval(batch) if self.captions is not None else {}
-        scores = self.predict_scores(batch["image"], batch["wavelengths"], **text)
+        scores = self.predict_scores(batch)
         update_confusion(self.confusions[dataloader_idx], scores.argmax(1), batch["mask"], self.ignore_index)
 
     def on_validation_epoch_end(self) -> None:
@@ -87,13 +80,4 @@ class SegmentationModule(L.LightningModule):
         }
 
 
-def check_eval_config(cfg: Config, class_names: list[str]) -> None:
-    """Fail before any training when the ``eval`` section cannot be applied."""
-    ev = cfg.eval
-    if ev.mode not in ("whole", "slide"):
-        raise ValueError(f"eval.mode: expected 'whole' or 'slide', got {ev.mode!r}")
-    if ev.mode == "slide" and (ev.window <= 0 or ev.stride <= 0):
-        raise ValueError(f"eval.window and eval.stride must be positive, got {ev.window} and {ev.stride}")
-    unknown = [c for c in ev.exclude_from_means if c not in class_names]
-    if unknown:
-        raise ValueError(f"eval.exclude_from_means: {unknown} are not among the classes {class_names}")
+__all__ = ["SegmentationModule"]

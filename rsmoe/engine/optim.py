@@ -1,16 +1,17 @@
-"""AdamW with the public configs' no-decay groups and the poly learning-rate schedule (SPEC-spectralmoe §11)."""
+"""AdamW with the public SpectralMoE configs' no-decay groups and the poly learning-rate schedule (lr ∝
+(1 − step/total)^power per iteration, no warm-up; mmengine's ``PolyLR``)."""
 from __future__ import annotations
 
 import torch
-from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.lr_scheduler import PolynomialLR
 
 from ..config import TrainConfig
-from ..models.segmentor import Segmentor
+from ..models.protocol import SegModel
 
 
-def parameter_groups(model: Segmentor, weight_decay: float) -> list[dict]:
-    """Two AdamW groups over the trainable parameters: decayed, and not decayed (norms, head query/level
-    embeddings, expert A/B, routers, α)."""
+def parameter_groups(model: SegModel, weight_decay: float) -> list[dict]:
+    """Two AdamW groups over the trainable parameters: decayed, and not decayed (``model.no_weight_decay_names()``:
+    norms, head query/level embeddings, expert A/B, routers, α)."""
     no_decay = model.no_weight_decay_names()
     decay, keep = [], []
     for name, p in model.named_parameters():
@@ -28,8 +29,10 @@ def poly_factor(step: int, total: int, power: float) -> float:
     return max(0.0, 1.0 - step / max(1, total)) ** power
 
 
-def build_optimizer(model: Segmentor, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, LambdaLR]:
+def build_optimizer(model: SegModel, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, PolynomialLR]:
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
                                   eps=cfg.eps)
-    scheduler = LambdaLR(optimizer, lambda step: poly_factor(step, cfg.iterations, cfg.poly_power))
-    return optimizer, scheduler
+    return optimizer, PolynomialLR(optimizer, total_iters=max(1, cfg.iterations), power=cfg.poly_power)
+
+
+__all__ = ["build_optimizer", "parameter_groups", "poly_factor"]

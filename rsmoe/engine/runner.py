@@ -1,19 +1,19 @@
 """`rsmoe train` and `rsmoe eval`: build the model of a config, fit it with Lightning, evaluate every domain."""
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
-import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ..config import Config
+from ..io.atomic import atomic_write_json
 from ..models.build import build_model
-from ..models.segmentor import Segmentor
+from ..models.protocol import SegModel
 from ..report import write_eval_report
 from ..sensors import get_sensor
 from .checkpoints import CheckpointMeta, load_checkpoint, save_checkpoint
@@ -22,21 +22,37 @@ from .module import SegmentationModule
 
 CHECKPOINT_NAME = "model.safetensors"
 
-
-def _quiet_lightning() -> None:
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*LeafSpec.*")
-    warnings.filterwarnings("ignore", ".*sync_dist.*")
-    warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")  # the frozen backbone, by design
-    warnings.filterwarnings("ignore", ".*callbacks used to create the checkpoint.*")
-    warnings.filterwarnings("ignore", ".*dataloader is not resumable.*")
-    warnings.filterwarnings("ignore", ".*no `val_dataloader`.*")
+#: Lightning messages that do not apply to rsmoe's runs (silenced only inside :func:`quiet_lightning`)
+IGNORED_WARNINGS = (
+    ".*does not have many workers.*",
+    ".*LeafSpec.*",
+    ".*sync_dist.*",
+    ".*module\\(s\\) in eval mode.*",  # the frozen backbone, by design
+    ".*callbacks used to create the checkpoint.*",
+    ".*no `val_dataloader`.*",
+)
 
 
-def _trainer(cfg: Config, *, max_steps: int = -1, progress: bool = True, callbacks=(), limit_val: float | int = 1.0,
-             val_interval: int | None = None, devices: int | None = None) -> L.Trainer:
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's info logs and the warnings of :data:`IGNORED_WARNINGS` silenced for the block only."""
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        for pattern in IGNORED_WARNINGS:
+            warnings.filterwarnings("ignore", pattern)
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+def make_trainer(cfg: Config, *, max_steps: int = -1, progress: bool = True, callbacks=(),
+                 limit_val: float | int = 1.0, val_interval: int | None = None,
+                 devices: int | None = None) -> L.Trainer:
     return L.Trainer(
         accelerator=cfg.train.accelerator,
         devices=devices or cfg.train.devices,
@@ -67,21 +83,21 @@ def checkpoint_meta(cfg: Config, step: int) -> CheckpointMeta:
                           step=step)
 
 
-def build_for_config(cfg: Config) -> tuple[Segmentor, CheckpointMeta]:
+def build_for_config(cfg: Config) -> tuple[SegModel, CheckpointMeta]:
     meta = checkpoint_meta(cfg, 0)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     return build_model(cfg, len(meta.class_names), meta.wavelengths, class_names=meta.class_names,
                        ignore_index=meta.ignore_index), meta
 
 
-def evaluate(cfg: Config, model: Segmentor, class_names: list[str], progress: bool = True) -> dict:
+def evaluate(cfg: Config, model: SegModel, class_names: list[str], progress: bool = True) -> dict:
     """Per-domain metrics of ``model`` on the config's source (val) and target (test) domains.
 
     Runs on one device: a distributed sampler would pad uneven shards with repeated tiles and count them twice."""
-    _quiet_lightning()
-    names, loaders = eval_loaders(cfg)
-    module = SegmentationModule(cfg, model, class_names, names)
-    _trainer(cfg, progress=progress, devices=1).validate(module, dataloaders=loaders, verbose=False)
+    with quiet_lightning():
+        names, loaders = eval_loaders(cfg)
+        module = SegmentationModule(cfg, model, class_names, names)
+        make_trainer(cfg, progress=progress, devices=1).validate(module, dataloaders=loaders, verbose=False)
     return module.last_metrics
 
 
@@ -90,27 +106,27 @@ def train(cfg: Config, progress: bool = True) -> dict:
 
     With ``train.devices`` > 1 (DDP) every process trains; the first one then evaluates on one device and returns
     the metrics, the others return ``{"step": …}`` only."""
-    _quiet_lightning()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model, meta = build_for_config(cfg)
-    names, loaders = eval_loaders(cfg)
-    module = SegmentationModule(cfg, model, meta.class_names, names, meta.ignore_index)
-    ckpt_cb = ModelCheckpoint(dirpath=out, filename="last", save_last=False, save_top_k=1,
-                              every_n_train_steps=max(1, cfg.train.val_interval or cfg.train.iterations),
-                              enable_version_counter=False)
-    trainer = _trainer(cfg, max_steps=cfg.train.iterations, progress=progress, callbacks=[ckpt_cb],
-                       limit_val=1.0 if cfg.train.val_interval else 0,
-                       val_interval=cfg.train.val_interval or None)
-    trainer.fit(module, train_dataloaders=train_loader(cfg),
-                val_dataloaders=loaders if cfg.train.val_interval else None, ckpt_path=cfg.train.resume)
+    with quiet_lightning():
+        model, meta = build_for_config(cfg)
+        names, loaders = eval_loaders(cfg)
+        module = SegmentationModule(cfg, model, meta.class_names, names, meta.ignore_index)
+        ckpt_cb = ModelCheckpoint(dirpath=out, filename="last", save_last=False, save_top_k=1,
+                                  every_n_train_steps=max(1, cfg.train.val_interval or cfg.train.iterations),
+                                  enable_version_counter=False)
+        trainer = make_trainer(cfg, max_steps=cfg.train.iterations, progress=progress, callbacks=[ckpt_cb],
+                               limit_val=1.0 if cfg.train.val_interval else 0,
+                               val_interval=cfg.train.val_interval or None)
+        trainer.fit(module, train_dataloaders=train_loader(cfg),
+                    val_dataloaders=loaders if cfg.train.val_interval else None, ckpt_path=cfg.train.resume)
     meta.step = int(trainer.global_step)
     if not trainer.is_global_zero:
         return {"step": meta.step}
     save_checkpoint(model, meta, out / CHECKPOINT_NAME)
     metrics = evaluate(cfg, model, meta.class_names, progress=progress)
     metrics["step"] = meta.step
-    write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / "metrics.json", metrics)
     write_eval_report(out / "metrics.md", metrics, title=f"{cfg.name}: evaluation at step {meta.step}")
     return metrics
 
@@ -125,12 +141,5 @@ def evaluate_checkpoint(path: str | Path, cfg: Config | None = None, progress: b
     return evaluate(run_cfg, model, meta.class_names, progress=progress)
 
 
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=float, allow_nan=True))
-    os.replace(tmp, path)
-
-
-def set_threads() -> None:
-    if torch.get_num_threads() > (os.cpu_count() or 1):
-        torch.set_num_threads(os.cpu_count() or 1)
+__all__ = ["CHECKPOINT_NAME", "build_for_config", "checkpoint_meta", "evaluate", "evaluate_checkpoint",
+           "make_trainer", "quiet_lightning", "train"]

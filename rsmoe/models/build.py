@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from ..config import Config
+from ..errors import ConfigError
 
 MODELS = ("segmentor", "mpers")
 
@@ -18,13 +19,13 @@ def build_model(cfg: Config, num_classes: int, wavelengths: Sequence[float],
     if cfg.model == "segmentor":
         from .segmentor import build_segmentor
 
-        return build_segmentor(cfg, num_classes, list(wavelengths))
+        return build_segmentor(cfg, num_classes, list(wavelengths), ignore_index=ignore_index)
     if cfg.model == "mpers":
         from .mpers.model import build_mpers
 
         return build_mpers(cfg, num_classes, wavelengths, class_names=class_names, ignore_index=ignore_index,
                            **mpers_kwargs)
-    raise ValueError(f"model: got {cfg.model!r}, expected one of {list(MODELS)}")
+    raise ConfigError(f"model: got {cfg.model!r}, expected one of {list(MODELS)}")
 
 
 __all__ = ["MODELS", "build_model"]

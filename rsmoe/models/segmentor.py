@@ -14,20 +14,25 @@ Forward (image B×C×H×W normalised, wavelengths (C,) or (B, C) in µm):
 3. the patch tokens after the tap blocks become B×d×h×w maps resized by ×4, ×2, ×1, ×0.5 (strides 4–32 for patch 16);
 4. the head decodes them (Mask2Former additionally takes the plug-in's query embeddings).
 
-Only the plug-in and the head train; :meth:`Segmentor.trainable_state_dict` is exactly what a checkpoint holds.
+Only the plug-in and the head train; :meth:`Segmentor.trainable_state_dict` is exactly what a checkpoint holds. The
+class implements :class:`rsmoe.models.protocol.SegModel` (``loss(batch)``, ``predict(batch)``).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import Config, default_taps
+from ..errors import ConfigError
 from .adapters.rein import build_rein
 from .adapters.spectralmoe import SpectralMoE
 from .backbones.base import FrozenBackbone, tokens_to_map
+from .heads import build_head
 from .trainable import TrainablePartsMixin
 
 FROZEN_PREFIXES = ("backbone.", "depth.")
@@ -41,7 +46,9 @@ class SegmentorOutput:
 
 
 class Segmentor(TrainablePartsMixin, nn.Module):
-    """Frozen backbone (+ frozen depth model) → plug-in after every block → taps → head (see the module doc)."""
+    """Frozen backbone (+ frozen depth model) → plug-in after every block → taps → head (see the module doc).
+
+    ``router_loss_weight``: weight of the plug-in's router (load-balancing) loss in :meth:`loss`."""
 
     frozen_prefixes = FROZEN_PREFIXES
     count_children = ("adapter",)
@@ -53,52 +60,61 @@ class Segmentor(TrainablePartsMixin, nn.Module):
         adapter: SpectralMoE | None = None,
         depth: nn.Module | None = None,
         taps: list[int] | None = None,
+        router_loss_weight: float = 1.0,
     ):
         super().__init__()
         self.backbone = backbone
         self.adapter = adapter
         self.depth = depth
         self.head = head
+        self.router_loss_weight = float(router_loss_weight)
         self.taps = list(taps) if taps is not None else default_taps(backbone.num_layers)
+        self._check_parts()
+
+    def _check_parts(self) -> None:
+        backbone, adapter, depth = self.backbone, self.adapter, self.depth
         if len(self.taps) != len(PYRAMID_SCALES):
-            raise ValueError(f"backbone.taps must name {len(PYRAMID_SCALES)} blocks (one per pyramid level at "
-                             f"×4, ×2, ×1, ×0.5), got {self.taps}")
-        if any(t < 0 or t >= backbone.num_layers for t in self.taps):
-            raise ValueError(f"taps {self.taps} outside the backbone's {backbone.num_layers} blocks")
+            raise ConfigError(f"backbone.taps must name {len(PYRAMID_SCALES)} blocks (one per pyramid level at "
+                              f"×4, ×2, ×1, ×0.5), got {self.taps}")
+        if any(t < 0 or t >= backbone.num_layers for t in self.taps) or self.taps != sorted(self.taps):
+            raise ConfigError(f"backbone.taps {self.taps} must be ascending blocks of the backbone's "
+                              f"{backbone.num_layers}")
         if adapter is not None and adapter.num_layers != backbone.num_layers:
-            raise ValueError(f"adapter has {adapter.num_layers} layers, backbone {backbone.num_layers} blocks")
+            raise ConfigError(f"adapter has {adapter.num_layers} layers, backbone {backbone.num_layers} blocks")
         if adapter is not None and adapter.use_depth:
             if depth is None:
-                raise ValueError("SpectralMoE with use_depth needs a depth model (depth.enabled: true)")
+                raise ConfigError("SpectralMoE with use_depth needs a depth model (depth.enabled: true)")
             if depth.num_layers != backbone.num_layers or depth.embed_dim != backbone.embed_dim:
-                raise ValueError(
+                raise ConfigError(
                     f"depth model ({depth.num_layers} blocks × {depth.embed_dim}) must match the vision model "
                     f"({backbone.num_layers} blocks × {backbone.embed_dim})"
                 )
 
+    @property
+    def input_multiple(self) -> int:
+        return int(self.backbone.patch_size)
+
     # ---------------------------------------------------------------------------------------------------- forward
     def features(self, image: Tensor, wavelengths: Tensor) -> tuple[list[Tensor], Tensor]:
         """Multi-level maps (strides ×4, ×2, ×1, ×0.5 of the patch grid) and the mean router loss over layers."""
-        tokens, ctx = self.backbone.embed(image, wavelengths)
+        patch = self.backbone.patch_size
+        grid = (image.shape[-2] // patch, image.shape[-1] // patch)
         depth_tokens = None
         if self.adapter is not None and self.adapter.use_depth:
             with torch.no_grad():
-                depth_tokens = self.depth(image, wavelengths, ctx.grid)
-        losses = []
-        maps = []
-        for i in range(self.backbone.num_layers):
-            tokens = self.backbone.block(i, tokens, ctx)
-            if self.adapter is not None:
-                prefix, patches = self.backbone.split_prefix(tokens)
-                out = self.adapter(i, patches, None if depth_tokens is None else depth_tokens[i])
-                tokens = self.backbone.join_prefix(prefix, out.tokens)
-                losses.append(out.loss)
-            if i in self.taps:
-                maps.append(tokens_to_map(self.backbone.split_prefix(tokens)[1], ctx.grid))
-        pyramid = [
-            m if s == 1.0 else F.interpolate(m, scale_factor=s, mode="bilinear", align_corners=False)
-            for m, s in zip(maps, PYRAMID_SCALES, strict=True)
-        ]
+                depth_tokens = self.depth(image, wavelengths, grid)
+        losses: list[Tensor] = []
+
+        def refine(i: int, patches: Tensor) -> Tensor:
+            out = self.adapter(i, patches, None if depth_tokens is None else depth_tokens[i])
+            losses.append(out.loss)
+            return out.tokens
+
+        taps, ctx = self.backbone.patch_tokens(image, wavelengths, self.taps,
+                                               refine if self.adapter is not None else None)
+        pyramid = [tokens_to_map(t, ctx.grid) for t in taps]
+        pyramid = [m if s == 1.0 else F.interpolate(m, scale_factor=s, mode="bilinear", align_corners=False)
+                   for m, s in zip(pyramid, PYRAMID_SCALES, strict=True)]
         moe_loss = torch.stack(losses).mean() if losses else image.new_zeros(())
         return pyramid, moe_loss
 
@@ -112,15 +128,20 @@ class Segmentor(TrainablePartsMixin, nn.Module):
         out = self.run(image, wavelengths)
         return self.head.predict(out.head_out, image.shape[-2:])
 
-    def predict(self, image: Tensor, wavelengths: Tensor) -> Tensor:
-        """Evaluation-time class scores (the same as :meth:`forward`; every rsmoe model has ``predict``)."""
-        return self.forward(image, wavelengths)
+    def predict(self, batch: Mapping[str, Any]) -> Tensor:
+        """Evaluation-time class scores B×K×H×W of ``batch["image"]`` (the same as :meth:`forward`)."""
+        return self.forward(batch["image"], batch["wavelengths"])
 
-    def loss(self, image: Tensor, wavelengths: Tensor, mask: Tensor, moe_weight: float = 1.0) -> dict[str, Tensor]:
-        out = self.run(image, wavelengths)
-        terms = self.head.loss(out.head_out, mask)
-        terms["loss_moe"] = out.moe_loss.detach()
-        terms["loss"] = terms["loss"] + moe_weight * out.moe_loss
+    def loss(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """``loss`` = head loss + ``router_loss_weight`` · router loss; ``loss_task`` and ``loss_router`` (and the
+        head's own terms) detached, for logging."""
+        out = self.run(batch["image"], batch["wavelengths"])
+        head_terms = self.head.loss(out.head_out, batch["mask"])
+        task = head_terms.pop("loss")
+        terms = {k: v.detach() for k, v in head_terms.items()}
+        terms["loss_task"] = task.detach()
+        terms["loss_router"] = out.moe_loss.detach()
+        terms["loss"] = task + self.router_loss_weight * out.moe_loss
         return terms
 
     # ----------------------------------------------------------------------------------------------- parameters
@@ -132,24 +153,21 @@ class Segmentor(TrainablePartsMixin, nn.Module):
         return self
 
     def no_weight_decay_names(self) -> set[str]:
-        """Full names of parameters that AdamW must not decay (SPEC §11): norms, head query/level embeddings,
-        expert A/B, routers, α."""
-        names = set()
+        """Full names of parameters that AdamW must not decay (the public configs): norms, head query/level
+        embeddings, expert A/B, routers, α."""
+        names = self.norm_parameter_names()
         if self.adapter is not None:
             names |= {f"adapter.{n}" for n in self.adapter.no_weight_decay_names()}
-        head_keys = getattr(self.head, "no_weight_decay_keys", ("query_feat", "query_embed", "level_embed"))
-        norm_types = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d, nn.BatchNorm1d, nn.SyncBatchNorm)
-        for mod_name, module in self.named_modules():
-            if mod_name.startswith(("backbone", "depth")):
-                continue
-            for p_name, _ in module.named_parameters(recurse=False):
-                full = f"{mod_name}.{p_name}" if mod_name else p_name
-                if isinstance(module, norm_types) or any(k in full for k in head_keys if full.startswith("head")):
-                    names.add(full)
+        head_keys = getattr(self.head, "no_weight_decay_keys", ())
+        names |= {f"head.{n}" for n, _ in self.head.named_parameters() if any(k in n for k in head_keys)}
         return names
 
 
+ADAPTERS = ("none", "rein", "spectralmoe")
+
+
 def build_adapter(cfg: Config, num_layers: int, dim: int) -> SpectralMoE | None:
+    """The ``adapter`` section's plug-in for ``num_layers`` blocks of width ``dim`` (None for ``none``)."""
     a = cfg.adapter
     # the link exists only where a head consumes it: unused parameters would never train (and break DDP)
     query_dim = cfg.head.channels if (a.query_link and cfg.head.type == "mask2former") else 0
@@ -166,30 +184,23 @@ def build_adapter(cfg: Config, num_layers: int, dim: int) -> SpectralMoE | None:
             fusion=a.fusion if cfg.depth.enabled else "none", combine=a.combine, alpha_init=a.alpha_init,
             query_dim=query_dim,
         )
-    raise ValueError(f"adapter.type: got {a.type!r}, expected one of ['none', 'rein', 'spectralmoe']")
+    raise ConfigError(f"adapter.type: got {a.type!r}, expected one of {list(ADAPTERS)}")
 
 
-def build_head(cfg: Config, in_channels: list[int], num_classes: int) -> nn.Module:
+def segmentor_head(cfg: Config, in_channels: list[int], num_classes: int, ignore_index: int) -> nn.Module:
+    """The ``head`` section's decode head; with SpectralMoE's query link, Mask2Former gets m queries."""
     h = cfg.head
-    if h.type == "fpn":
-        from .heads.fpn import FPNHead
-
-        return FPNHead(in_channels, num_classes, channels=h.channels, **h.options)
-    if h.type == "mask2former":
-        from .heads.mask2former import Mask2FormerHead
-
-        options = dict(h.options)
-        if cfg.adapter.type != "none" and cfg.adapter.query_link:
-            # the query link turns the m expert tokens into the m query positional embeddings
-            options.setdefault("num_queries", cfg.adapter.num_tokens)
-            if options["num_queries"] != cfg.adapter.num_tokens:
-                raise ValueError(f"head.options.num_queries {options['num_queries']} must equal adapter.num_tokens "
-                                 f"{cfg.adapter.num_tokens} when adapter.query_link is on")
-        return Mask2FormerHead(in_channels=in_channels, num_classes=num_classes, channels=h.channels, **options)
-    raise ValueError(f"head.type: got {h.type!r}, expected one of ['fpn', 'mask2former']")
+    options = dict(h.options)
+    if h.type == "mask2former" and cfg.adapter.type != "none" and cfg.adapter.query_link:
+        # the query link turns the m expert tokens into the m query positional embeddings
+        options.setdefault("num_queries", cfg.adapter.num_tokens)
+        if options["num_queries"] != cfg.adapter.num_tokens:
+            raise ConfigError(f"head.options.num_queries {options['num_queries']} must equal adapter.num_tokens "
+                              f"{cfg.adapter.num_tokens} when adapter.query_link is on")
+    return build_head(h.type, in_channels, num_classes, channels=h.channels, ignore_index=ignore_index, **options)
 
 
-def build_segmentor(cfg: Config, num_classes: int, wavelengths: list[float]) -> Segmentor:
+def build_segmentor(cfg: Config, num_classes: int, wavelengths: list[float], ignore_index: int = 255) -> Segmentor:
     """The model of a config for images with the given band wavelengths (µm)."""
     from .backbones import build_backbone, build_depth_encoder
 
@@ -206,5 +217,6 @@ def build_segmentor(cfg: Config, num_classes: int, wavelengths: list[float]) -> 
         )
     adapter = build_adapter(cfg, backbone.num_layers, backbone.embed_dim)
     taps = b.taps if b.taps is not None else default_taps(backbone.num_layers)
-    head = build_head(cfg, [backbone.embed_dim] * len(taps), num_classes)
-    return Segmentor(backbone, head, adapter=adapter, depth=depth, taps=taps)
+    head = segmentor_head(cfg, [backbone.embed_dim] * len(taps), num_classes, ignore_index)
+    return Segmentor(backbone, head, adapter=adapter, depth=depth, taps=taps,
+                     router_loss_weight=cfg.adapter.loss_weight)

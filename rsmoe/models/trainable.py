@@ -1,7 +1,9 @@
 """What a checkpoint holds and `rsmoe params` counts: every model's trainable parts, named by prefix."""
 from __future__ import annotations
 
-from torch import Tensor
+from torch import Tensor, nn
+
+NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm)
 
 
 class TrainablePartsMixin:
@@ -26,3 +28,14 @@ class TrainablePartsMixin:
             key = ".".join(parts[:2]) if parts[0] in self.count_children else parts[0]
             counts[key] = counts.get(key, 0) + p.numel()
         return counts
+
+    def norm_parameter_names(self) -> set[str]:
+        """Full names of the parameters of every normalisation layer outside the frozen children (never decayed)."""
+        names = set()
+        for mod_name, module in self.named_modules():
+            if isinstance(module, NORM_TYPES) and not f"{mod_name}.".startswith(self.frozen_prefixes):
+                names |= {f"{mod_name}.{n}" for n, _ in module.named_parameters(recurse=False)}
+        return names
+
+
+__all__ = ["NORM_TYPES", "TrainablePartsMixin"]

@@ -15,7 +15,8 @@ How a scene is processed
   prepares the next batch while the model runs. Bands are picked / reordered with ``bands`` (1-based); the band count
   must equal the checkpoint's, and per-band wavelength metadata in the file (GDAL ``IMAGERY`` domain
   ``CENTRAL_WAVELENGTH_UM`` or an ENVI-style ``wavelength`` tag) is checked against the checkpoint when present.
-  Pixels are normalised with the checkpoint's mean / std; no-data pixels (and non-finite values) are set to 0 after
+  Pixels are normalised with the checkpoint's :class:`~rsmoe.data.normalize.Normalize` (the object training and
+  evaluation use, std = 0 guarded the same way); no-data pixels (and non-finite values) are set to 0 after
   normalisation (i.e. to the band mean).
 * **No-data.** A pixel is no-data where every model band equals the file's no-data value (NaN counts for a NaN
   no-data), or where the dataset mask (internal / external mask band or alpha band) is 0. No-data pixels get the

@@ -11,6 +11,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from ..data.normalize import Normalize
 from .memory import _release_free_memory
 from .model import PredictError, PredictionModel
 from .windows import WindowPlan, _Blender, _Piece, plan_windows
@@ -23,11 +24,10 @@ class _Stats:
     windows: int = 0
 
 
-def _normalise_batch(x: np.ndarray, v: np.ndarray, mean: np.ndarray, std: np.ndarray, plan: WindowPlan,
+def _normalise_batch(x: np.ndarray, v: np.ndarray, normalize: Normalize, plan: WindowPlan,
                      check_finite: bool) -> torch.Tensor:
     """Normalise a B×C×h×w batch in place, zero no-data / non-finite values, pad up to ``multiple_of``."""
-    x -= mean
-    x /= std
+    normalize.apply_(x)
     if not v.all():
         x *= v[:, None]
     if check_finite and not np.isfinite(x).all():
@@ -87,8 +87,6 @@ def _run_windows(
     other of two preallocated batch buffers (no per-batch allocation churn); see :func:`_prefetch`.
     """
     model = pm.model
-    mean = np.asarray(pm.mean, np.float32)[:, None, None]
-    std = np.asarray(pm.std, np.float32)[:, None, None]
     wl = torch.tensor(pm.wavelengths, dtype=torch.float32, device=device)
     order = plan.order()
     batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
@@ -102,7 +100,7 @@ def _run_windows(
         x, v = xbufs[b % 2][: len(batch)], vbufs[b % 2][: len(batch)]
         for k, (j, i) in enumerate(batch):
             v[k] = read(plan.row_starts[j], plan.col_starts[i], x[k])
-        return _normalise_batch(x, v, mean, std, plan, check_finite), v
+        return _normalise_batch(x, v, pm.normalize, plan, check_finite), v
 
     blender: _Blender | None = None
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="rsmoe-read") \

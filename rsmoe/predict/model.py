@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..data.normalize import Normalize
 from ..errors import PredictError
 
 
@@ -15,8 +16,7 @@ class PredictionModel:
     model: torch.nn.Module  # forward(image B×C×h×w float32 normalised, wavelengths (C,) µm) -> logits B×K×h×w
     class_names: list[str]
     palette: list[tuple[int, int, int]]
-    mean: list[float]
-    std: list[float]  # per band: normalised = (x - mean) / std
+    normalize: Normalize  # the checkpoint's per-band standardisation (the same object evaluation uses)
     wavelengths: list[float]  # µm, per band, in the order the model expects
     band_names: list[str]
     sensor: str | None = None

@@ -114,7 +114,7 @@ def predict_scenes(
         raise PredictError(f"--batch-size must be positive, got {batch_size}")
     if devices < 1:
         raise PredictError(f"--devices must be positive, got {devices}")
-    if len(pm.mean) != len(pm.wavelengths) or len(pm.std) != len(pm.wavelengths):
+    if pm.normalize.num_bands != len(pm.wavelengths):
         raise PredictError("checkpoint statistics (mean/std) and wavelengths have different band counts")
     plan_windows(max(tile, 1), max(tile, 1), tile, overlap, pm.multiple_of)  # validates tile / overlap
     _validate_scenes(pm, inputs, bands)

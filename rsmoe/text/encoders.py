@@ -241,7 +241,8 @@ class TextEncoder:
 
     # -- construction -----------------------------------------------------------------------------------------
     @classmethod
-    def tiny(cls, seed: int = 0, dim: int = 32, layers: int = 2, context: int = 77) -> "TextEncoder":
+    def tiny(cls, seed: int = 0, dim: int = 32, layers: int = 2, context: int = 77,
+             name: str | None = None) -> "TextEncoder":
         """A random tiny CLIP text tower with projection to ``dim``, weights drawn from ``seed`` (deterministic),
         and the in-memory tokenizer of :func:`tiny_clip_tokenizer`."""
         from transformers import CLIPTextConfig, CLIPTextModelWithProjection
@@ -254,7 +255,8 @@ class TextEncoder:
         )
         with seeded(seed):
             model = CLIPTextModelWithProjection(cfg)
-        return cls(model, tok, name=f"tiny-clip-text-s{seed}-d{dim}", pooling="projection", max_length=context)
+        return cls(model, tok, name=name or f"tiny-clip-text-s{seed}-d{dim}", pooling="projection",
+                   max_length=context)
 
     @classmethod
     def from_pretrained(
@@ -322,10 +324,8 @@ class TextEncoder:
             unknown = set(section) - {"seed", "dim", "name"}
             if unknown:
                 raise ValueError(f"encoder: unknown key(s) {sorted(unknown)} for the tiny encoder; known: seed, dim")
-            enc = cls.tiny(seed=int(section.get("seed", 0)), dim=int(section.get("dim", 32)))
-            if section.get("name"):
-                enc._name = str(section["name"])
-            return enc
+            return cls.tiny(seed=int(section.get("seed", 0)), dim=int(section.get("dim", 32)),
+                            name=section.get("name") or None)
         unknown = set(section) - {"name", "pooling", "max_length", "batch_size"}
         if unknown:
             raise ValueError(f"encoder: unknown key(s) {sorted(unknown)}; known: path, name, pooling, max_length, "
@@ -396,5 +396,30 @@ class TextEncoder:
         return f"TextEncoder(name={self.name!r}, pooling={self.pooling!r}, max_length={self.max_length})"
 
 
+_SHARED: dict[tuple, Any] = {}
+
+
+def text_encoder_for(section: Any) -> "CachedTextEncoder":
+    """The frozen text encoder of an ``mpers`` config section (``text_encoder``: ``tiny`` or a local folder;
+    ``text_encoder_seed``, ``text_dim``, ``text_encoder_name``), wrapped in an exact LRU cache.
+
+    One object per process and setting: the data pipeline (training captions) and the model (its own first-pass
+    captions at evaluation) share it, so it is loaded once."""
+    from .fields import CachedTextEncoder
+
+    key = (section.text_encoder, section.text_encoder_seed, section.text_dim, section.text_encoder_name)
+    if key not in _SHARED:
+        name = section.text_encoder_name or None
+        if section.text_encoder == "tiny":
+            encoder = TextEncoder.tiny(seed=section.text_encoder_seed, dim=section.text_dim or 32, name=name)
+        else:
+            encoder = TextEncoder.from_pretrained(section.text_encoder, name=name)
+        while len(_SHARED) >= 4:
+            _SHARED.pop(next(iter(_SHARED)))
+        _SHARED[key] = CachedTextEncoder(encoder)
+    return _SHARED[key]
+
+
+
 __all__ = ["TextEncoder", "tiny_clip_tokenizer", "check_tokenizer", "split_sentences", "chunk_text",
-           "encode_chunked"]
+           "encode_chunked", "text_encoder_for"]

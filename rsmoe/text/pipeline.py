@@ -45,7 +45,8 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
-from rsmoe.config import ConfigError, build_dataclass, read_yaml
+from rsmoe.config import apply_override, build_dataclass, read_yaml
+from rsmoe.errors import ConfigError
 from rsmoe.data.prepared import load_dataset_info, read_manifest
 from rsmoe.data.raster import read_raster
 from rsmoe.sensors import get_sensor, rgb_band_indices
@@ -144,31 +145,6 @@ class CaptionsConfig:
         return self
 
 
-def _set_dotted(data: dict, assignment: str) -> None:
-    if "=" not in assignment:
-        raise ConfigError(f"override {assignment!r}: expected key=value")
-    key, raw = assignment.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
-    parts = key.strip().split(".")
-    node: Any = data
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"override {assignment!r}: {part} is not an index of a {len(node)}-item list")
-            if last:
-                node[int(part)] = value
-            else:
-                node = node[int(part)]
-        elif isinstance(node, dict):
-            if last:
-                node[part] = value
-            else:
-                node = node.setdefault(part, {})
-        else:
-            raise ConfigError(f"override {assignment!r}: {'.'.join(parts[:i])} is not a section")
-
-
 def load_captions_config(
     source: str | Path | dict | CaptionsConfig, overrides: list[str] | tuple = ()
 ) -> CaptionsConfig:
@@ -183,7 +159,7 @@ def load_captions_config(
     else:
         data = read_yaml(source)
     for assignment in overrides:
-        _set_dotted(data, assignment)
+        apply_override(data, assignment)
     where = "" if isinstance(source, (dict, CaptionsConfig)) else str(source)
     try:
         cfg = build_dataclass(CaptionsConfig, data, where)

@@ -12,6 +12,8 @@ on the patch tokens after every block:
         patches = adapter(i, patches, ...)               # the plug-in sees patch tokens only
         tokens = backbone.join_prefix(prefix, patches)   # prefix tokens re-attached unchanged
 
+:meth:`FrozenBackbone.patch_tokens` is that loop, written once for every model.
+
 P = ``num_prefix_tokens`` (CLS + register tokens), N = h·w patch tokens on the ``ctx.grid`` (h, w) grid,
 d = ``embed_dim``. Wavelengths are in µm, shape (C,) or (B, C).
 
@@ -20,6 +22,7 @@ the Segmentor is put in training mode (DINOv3's RoPE would otherwise jitter posi
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,14 +78,29 @@ class FrozenBackbone(FrozenModule):
     def join_prefix(prefix: Tensor, patches: Tensor) -> Tensor:
         return torch.cat([prefix, patches], dim=1)
 
+    def patch_tokens(self, image: Tensor, wavelengths: Tensor, taps: Sequence[int],
+                     refine: Callable[[int, Tensor], Tensor] | None = None) -> tuple[list[Tensor], BlockContext]:
+        """Patch tokens B×N×d after each block in ``taps`` (ascending), and the context (``ctx.grid``).
+
+        ``refine(i, patches) -> patches`` runs on the patch tokens after every block ``i`` (prefix tokens split off
+        and re-attached unchanged): the plug-in loop of SpectralMoE and Rein. Without it, the blocks after the last
+        tap are skipped."""
+        tokens, ctx = self.embed(image, wavelengths)
+        wanted = set(taps)
+        last = self.num_layers - 1 if refine is not None else max(wanted)
+        out = []
+        for i in range(last + 1):
+            tokens = self.block(i, tokens, ctx)
+            if refine is not None:
+                prefix, patches = self.split_prefix(tokens)
+                tokens = self.join_prefix(prefix, refine(i, patches))
+            if i in wanted:
+                out.append(self.split_prefix(tokens)[1])
+        return out, ctx
+
     def forward_patch_tokens(self, image: Tensor, wavelengths: Tensor) -> list[Tensor]:
         """Patch tokens (B×N×d) after every block, without any adapter (used by tests and the depth branch)."""
-        tokens, ctx = self.embed(image, wavelengths)
-        out = []
-        for i in range(self.num_layers):
-            tokens = self.block(i, tokens, ctx)
-            out.append(self.split_prefix(tokens)[1])
-        return out
+        return self.patch_tokens(image, wavelengths, range(self.num_layers))[0]
 
 
 def tokens_to_map(patches: Tensor, grid: tuple[int, int]) -> Tensor:

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..layers import gn_groups
 from .deformable_attention import MultiScaleDeformableAttention, level_reference_points
 from .matching import (
     class_cost,
@@ -58,15 +59,9 @@ __all__ = [
     "MSDeformAttnPixelDecoder",
     "MaskedAttentionDecoderLayer",
     "sine_positional_encoding",
-    "gn_groups",
     "attention_mask_from_logits",
     "semantic_inference",
 ]
-
-
-def gn_groups(channels: int, max_groups: int = 32) -> int:
-    """Largest group count ≤ ``max_groups`` that divides ``channels`` (32 for 256)."""
-    return max(g for g in range(1, min(max_groups, channels) + 1) if channels % g == 0)
 
 
 def sine_positional_encoding(
@@ -273,6 +268,10 @@ class Mask2FormerHead(nn.Module):
         ignore_index: label of ignored pixels; ignore_mode: "negative" (default; the public mmsegmentation
             behaviour: background for every class) or "exclude" (zero weight).
     """
+
+    #: parameters AdamW must not decay (the public config's ``custom_keys``: query content, query positional
+    #: embedding — ``query_embed`` in mmdet —, level embeddings)
+    no_weight_decay_keys = ("query_feat", "query_pos", "level_embed")
 
     def __init__(
         self,

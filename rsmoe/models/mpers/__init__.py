@@ -2,24 +2,22 @@
 
 Modules: :mod:`.dilated_attention` (sliding-window dilated attention), :mod:`.dilateformer` (the adapter block and
 its MHSA ablation), :mod:`.ldpe` (detail CNN), :mod:`.neck` (DINOv3 taps → pyramid), :mod:`.dmte` (linguistic
-attention + DMTE), :mod:`.lqga` (text-guided channel re-weighting), :mod:`.decoders` (unet / fpn / pixelup),
-:mod:`.model` (:class:`MPerS`).
+attention + DMTE), :mod:`.lqga` (text-guided channel re-weighting), :mod:`.model` (:class:`MPerS`). Its
+decoders are ordinary decode heads (:mod:`rsmoe.models.heads`: ``unet``, ``semantic_fpn``, ``pixelup``).
 """
-from .decoders import DECODERS, FPNDecoder, PixelUpDecoder, UNetDecoder, build_decoder
 from .dilated_attention import DilatedAttention, dilated_attention, dilated_attention_unfold
 from .dilateformer import DilateAdapter, DilateBlock, MultiHeadSelfAttention
 from .dmte import DMTE, DMTEOutput, LinguisticAttention
 from .ldpe import LDPE
 from .lqga import LQGA
-from .model import EVAL_CAPTIONS, MPerS
+from .model import DECODER_HEADS, EVAL_CAPTIONS, MPerS
 from .neck import TapPyramidNeck, mpers_default_taps
 
 __all__ = [
-    "DECODERS",
+    "DECODER_HEADS",
     "DMTE",
     "DMTEOutput",
     "EVAL_CAPTIONS",
-    "FPNDecoder",
     "DilateAdapter",
     "DilateBlock",
     "DilatedAttention",
@@ -28,10 +26,7 @@ __all__ = [
     "LinguisticAttention",
     "MPerS",
     "MultiHeadSelfAttention",
-    "PixelUpDecoder",
     "TapPyramidNeck",
-    "UNetDecoder",
-    "build_decoder",
     "dilated_attention",
     "dilated_attention_unfold",
     "mpers_default_taps",

@@ -18,10 +18,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-
-def conv_bn_relu(cin: int, cout: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+from ..layers import conv_bn_relu
 
 
 class LDPE(nn.Module):
@@ -53,4 +50,4 @@ class LDPE(nn.Module):
         return out
 
 
-__all__ = ["LDPE", "conv_bn_relu"]
+__all__ = ["LDPE"]

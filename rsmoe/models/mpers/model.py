@@ -8,7 +8,7 @@ Forward (image B×C×H×W normalised, wavelengths (C,) or (B, C) in µm, optiona
     fusion:   F_s = ReLU(BN(Conv1×1(concat(D_s, L_s))))                                  (width = neck width)
     text:     T_mix = DMTE(text, text_mask)                    (text: B×M×P×d_t caption embeddings, M MLLMs)
     guidance: F_s ← LQGA_s(F_s, T_mix) for s in lqga_stages (default [4])
-    decoder:  unet | fpn | pixelup (F_1..F_4) → logits at stride p/4 → bilinear to H×W
+    head:     unet | fpn (semantic FPN) | pixelup (F_1..F_4) → logits at stride p/4 → bilinear to H×W
 
 **[design] decisions** (the paper's main text is not available; each is a constructor argument / config value):
 
@@ -27,40 +27,42 @@ Forward (image B×C×H×W normalised, wavelengths (C,) or (B, C) in µm, optiona
 * The frozen text encoder (:class:`rsmoe.text.encoders.TextEncoder`, needed only to embed statistics captions) is
   a plain attribute, not a submodule: it is never in the state dict or a checkpoint (rebuilt from the config) and
   stays on its own device (its CPU vectors are moved to the image's device).
-* Loss: pixel-wise cross-entropy with the ignore index at the image resolution; ``loss_moe`` is a constant 0 so
-  the engine's logging works unchanged.
+* Loss: pixel-wise cross-entropy with the ignore index at the image resolution (the head's loss).
+* The decoders are ordinary decode heads (:mod:`rsmoe.models.heads`: ``unet``, ``semantic_fpn``, ``pixelup``); the
+  ``mpers.decoder`` value ``fpn`` names the semantic FPN.
 
 Captions at evaluation (``eval_captions``, used by :meth:`MPerS.predict`) must never come from ground truth:
 'statistics-self' = two passes — pass 1 without statistics captions (with only the image-derived captions the
-caller gives, if any), its arg-max label map → ``statistics_captions`` → the frozen
-text encoder → pass 2 with that text in the 'statistics' captioner's slot (other slots keep what the caller gives,
-e.g. MLLM captions of the image from a store); 'store' = only the given text, the 'statistics' slot masked out;
-'none' = no text. Training uses ground-truth statistics captions (:meth:`MPerS.statistics_text` on the mask) or a
-caption store.
+batch carries, if any), its arg-max label map → :func:`rsmoe.text.fields.statistics_slot` → pass 2 with that text
+in the 'statistics' captioner's slot (other slots keep what the batch gives, e.g. MLLM captions of the image from a
+store); 'store' = only the batch's text, the 'statistics' slot masked out; 'none' = no text. Training batches carry
+ground-truth statistics captions or store captions (:class:`rsmoe.text.fields.CaptionFields`).
 """
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...errors import ConfigError
+from ...text.fields import STATISTICS, CachedTextEncoder, statistics_slot
 from ..backbones.base import FrozenBackbone, tokens_to_map
-from .decoders import build_decoder
+from ..heads import build_head
+from ..layers import conv_bn_relu, upsample_to
+from ..trainable import TrainablePartsMixin
 from .dilateformer import DilateAdapter
 from .dmte import DMTE
-from .ldpe import LDPE, conv_bn_relu
+from .ldpe import LDPE
 from .lqga import LQGA
-from ..trainable import TrainablePartsMixin
 from .neck import TapPyramidNeck, mpers_default_taps
 
-FROZEN_PREFIXES = ("backbone.", "text_encoder.")
+FROZEN_PREFIXES = ("backbone.",)
 EVAL_CAPTIONS = ("statistics-self", "store", "none")
-STATISTICS = "statistics"
-TEXT_CACHE_SIZE = 16384
+#: ``mpers.decoder`` value → decode head (:mod:`rsmoe.models.heads`)
+DECODER_HEADS = {"unet": "unet", "fpn": "semantic_fpn", "pixelup": "pixelup"}
 
 
 class MPerS(TrainablePartsMixin, nn.Module):
@@ -100,18 +102,11 @@ class MPerS(TrainablePartsMixin, nn.Module):
         ignore_index: int = 255,
     ):
         super().__init__()
+        check_mpers_options(backbone, taps, adapter_stages, lqga_stages, adapter_branches, eval_captions,
+                            captioners)
         self.backbone = backbone
         self.num_classes = num_classes
         self.taps = list(taps) if taps is not None else mpers_default_taps(backbone.num_layers)
-        if len(self.taps) != 4 or any(t < 0 or t >= backbone.num_layers for t in self.taps):
-            raise ValueError(f"MPerS needs 4 taps within the backbone's {backbone.num_layers} blocks, got {self.taps}")
-        for name, stages in (("adapter_stages", adapter_stages), ("lqga_stages", lqga_stages)):
-            if any(s not in (1, 2, 3, 4) for s in stages):
-                raise ValueError(f"MPerS {name}: stages are 1..4, got {list(stages)}")
-        if any(b not in ("dino", "ldpe") for b in adapter_branches):
-            raise ValueError(f"MPerS adapter_branches: 'dino' and/or 'ldpe', got {list(adapter_branches)}")
-        if eval_captions not in EVAL_CAPTIONS:
-            raise ValueError(f"MPerS eval_captions: got {eval_captions!r}, expected one of {list(EVAL_CAPTIONS)}")
         self.captioners = list(captioners)
         self.num_prompts = num_prompts
         self.text_dim = text_dim
@@ -132,31 +127,26 @@ class MPerS(TrainablePartsMixin, nn.Module):
                         dim, depth=adapter_blocks, num_heads=adapter_heads, kernel_size=kernel_size,
                         dilation=dilation, attention=adapter_attention)
         self.fuse = nn.ModuleList(conv_bn_relu(width + w, width, kernel=1) for w in self.ldpe.widths)
-        if self.lqga_stages and not self.captioners:
-            raise ValueError("MPerS: LQGA stages need at least one captioner (text source)")
         # no guided stage (Table 1's row without a text encoder): no text path at all
         self.dmte = (DMTE(text_dim, len(self.captioners), num_heads=linguistic_heads, gate_hidden=gate_hidden,
                           shared_attention=shared_attention) if self.lqga_stages else None)
         self.lqga = nn.ModuleDict({str(s): LQGA(text_dim, width) for s in self.lqga_stages})
-        self.decoder = build_decoder(decoder, [width] * 4, num_classes, decoder_channels)
-        self.text_encoder = text_encoder
-        # caption → vector of the frozen, deterministic encoder (statistics captions repeat: same tile, same text)
-        self._text_cache: OrderedDict[tuple[str, str], Tensor] = OrderedDict()
-        if isinstance(text_encoder, nn.Module):
-            text_encoder.requires_grad_(False)
-            text_encoder.eval()
+        self.head = build_head(DECODER_HEADS.get(decoder, decoder), [width] * 4, num_classes,
+                               channels=list(decoder_channels), ignore_index=ignore_index)
+        # frozen, referenced by config and never saved: a plain attribute, not a submodule
+        self.text_encoder = (text_encoder if text_encoder is None or isinstance(text_encoder, CachedTextEncoder)
+                             else CachedTextEncoder(text_encoder))
+
+    @property
+    def input_multiple(self) -> int:
+        return int(self.backbone.patch_size)
 
     # ---------------------------------------------------------------------------------------------------- forward
     def visual_features(self, image: Tensor, wavelengths: Tensor) -> list[Tensor]:
         """The four fused maps F_1..F_4 before guidance."""
         with torch.no_grad():
-            tokens, ctx = self.backbone.embed(image, wavelengths)
-            maps = []
-            for i in range(max(self.taps) + 1):
-                tokens = self.backbone.block(i, tokens, ctx)
-                if i in self.taps:
-                    maps.append(tokens_to_map(self.backbone.split_prefix(tokens)[1], ctx.grid))
-        dino = self.neck([m.to(image.dtype) for m in maps])
+            taps, ctx = self.backbone.patch_tokens(image, wavelengths, self.taps)
+        dino = self.neck([tokens_to_map(t, ctx.grid).to(image.dtype) for t in taps])
         detail = self.ldpe(image)
         for key, adapter in self.adapters.items():
             branch, s = key[:-1], int(key[-1]) - 1
@@ -164,181 +154,136 @@ class MPerS(TrainablePartsMixin, nn.Module):
                 dino[s] = adapter(dino[s])
             else:
                 detail[s] = adapter(detail[s])
-        fused = []
-        for fuse, d, l in zip(self.fuse, dino, detail):
-            if l.shape[-2:] != d.shape[-2:]:
-                l = F.interpolate(l, size=d.shape[-2:], mode="bilinear", align_corners=False)
-            fused.append(fuse(torch.cat([d, l], dim=1)))
-        return fused
+        return [fuse(torch.cat([d, upsample_to(l, d)], dim=1)) for fuse, d, l in zip(self.fuse, dino, detail)]
 
     def forward(self, image: Tensor, wavelengths: Tensor, text: Tensor | None = None,
                 text_mask: Tensor | None = None) -> Tensor:
         """Class scores B×K×H×W at the input resolution. ``text``: B×M×P×d_t caption embeddings (M =
         ``len(captioners)``), ``text_mask``: B×M or B×M×P bool (None = all present); no text = no guidance."""
+        return self.head.predict(self.head_output(image, wavelengths, text, text_mask), image.shape[-2:])
+
+    def head_output(self, image: Tensor, wavelengths: Tensor, text: Tensor | None,
+                    text_mask: Tensor | None) -> Tensor:
+        """The head's logits (stride p/4) after guidance by ``text``."""
         feats = self.visual_features(image, wavelengths)
         mixed = present = None
         if text is not None and self.dmte is not None:
-            text = text.to(device=image.device, dtype=feats[0].dtype)
-            out = self.dmte(text, text_mask)
+            out = self.dmte(text.to(device=image.device, dtype=feats[0].dtype), text_mask)
             mixed, present = out.text, out.present
         for s in self.lqga_stages:
             feats[s - 1] = self.lqga[str(s)](feats[s - 1], mixed, present)
-        logits = self.decoder(feats)
-        return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        return self.head(feats)
 
-    def loss(self, image: Tensor, wavelengths: Tensor, mask: Tensor, text: Tensor | None = None,
-             text_mask: Tensor | None = None, moe_weight: float = 1.0) -> dict[str, Tensor]:  # noqa: ARG002
-        """Pixel-wise cross-entropy (ignore index). ``loss_moe`` is 0 (MPerS has no router; kept for the engine)."""
-        logits = self(image, wavelengths, text, text_mask)
-        if (mask != self.ignore_index).any():
-            ce = F.cross_entropy(logits, mask, ignore_index=self.ignore_index)
-        else:
-            ce = logits.sum() * 0.0
-        zero = ce.new_zeros(())
-        return {"loss": ce, "loss_ce": ce.detach(), "loss_moe": zero}
+    def loss(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """Pixel-wise cross-entropy (ignore index) of the batch, guided by its ``text`` fields (training captions:
+        :class:`rsmoe.text.fields.CaptionFields`). ``loss_task`` is the same value, detached, for logging."""
+        out = self.head_output(batch["image"], batch["wavelengths"], batch.get("text"), batch.get("text_mask"))
+        terms = self.head.loss(out, batch["mask"])
+        terms = {"loss": terms["loss"], **{k: v.detach() for k, v in terms.items() if k != "loss"}}
+        terms["loss_task"] = terms["loss"].detach()
+        return terms
 
     # ------------------------------------------------------------------------------------------------- captions
-    def _statistics_slot(self) -> int | None:
+    def statistics_index(self) -> int | None:
+        """The slot of the ``statistics`` captioner, or None."""
         return self.captioners.index(STATISTICS) if STATISTICS in self.captioners else None
 
     @torch.no_grad()
-    def statistics_text(self, labels: Tensor, text: Tensor | None = None, text_mask: Tensor | None = None,
-                        captioner: Callable[..., list[str]] | None = None) -> tuple[Tensor, Tensor]:
-        """Statistics captions of B×H×W label maps, embedded by the frozen text encoder, put into the 'statistics'
-        slot of ``text`` (B×M×P×d_t, zeros if None; other slots and their mask entries are kept).
-
-        Training passes the ground-truth mask; :meth:`predict` passes the model's own first-pass prediction.
-        Returns (text, text_mask B×M×P).
-        """
-        slot = self._statistics_slot()
-        if slot is None:
-            raise ValueError(f"statistics captions need a 'statistics' entry in captioners {self.captioners}")
-        if self.text_encoder is None:
-            raise ValueError("statistics captions need a text encoder (MPerS(text_encoder=...))")
-        if captioner is None:
-            from ...text.statistics import statistics_captions as captioner
-        b = labels.shape[0]
-        m, p, d = len(self.captioners), self.num_prompts, self.text_dim
-        device = labels.device
-        text = torch.zeros(b, m, p, d, device=device) if text is None else text.to(device).clone()
-        mask = torch.zeros(b, m, p, dtype=torch.bool, device=device)
-        if text_mask is not None:
-            mask = mask | text_mask.to(device=device, dtype=torch.bool).reshape(b, m, -1).expand(b, m, p)
-        labels_np = labels.detach().cpu().numpy()
-        sentences: list[str] = []
-        for i in range(b):
-            captions = list(captioner(labels_np[i], self.class_names, self.ignore_index))
-            if len(captions) != p:
-                raise ValueError(f"the statistics captioner gave {len(captions)} captions, the model expects {p}")
-            sentences += captions
-        emb = self.encode_text(sentences).to(device=device, dtype=text.dtype)
-        if emb.shape != (b * p, d):
-            raise ValueError(f"text encoder output {tuple(emb.shape)}, expected {(b * p, d)} "
-                             f"(d_t of the model = {d})")
-        text[:, slot] = emb.reshape(b, p, d)
-        mask[:, slot] = True
-        return text, mask
-
-    @torch.no_grad()
-    def encode_text(self, sentences: Sequence[str]) -> Tensor:
-        """The frozen text encoder's vectors (n×d_t, CPU) of ``sentences``, through an LRU cache of
-        :data:`TEXT_CACHE_SIZE` captions (the encoder is frozen and deterministic, so a cached vector is exact)."""
-        name = str(getattr(self.text_encoder, "name", ""))
-        missing = [t for t in dict.fromkeys(sentences) if (name, t) not in self._text_cache]
-        if missing:
-            for t, vec in zip(missing, torch.as_tensor(self.text_encoder.encode(missing)).float().cpu()):
-                self._text_cache[(name, t)] = vec
-        out = []
-        for t in sentences:
-            self._text_cache.move_to_end((name, t))
-            out.append(self._text_cache[(name, t)])
-        while len(self._text_cache) > TEXT_CACHE_SIZE:
-            self._text_cache.popitem(last=False)
-        return torch.stack(out)
-
-    @torch.no_grad()
-    def predict(self, image: Tensor, wavelengths: Tensor, text: Tensor | None = None,
-                text_mask: Tensor | None = None) -> Tensor:
+    def predict(self, batch: Mapping[str, Any]) -> Tensor:
         """Scores B×K×H×W for evaluation and inference, with captions per ``eval_captions`` (module docstring):
-        never from ground truth. ``text``/``text_mask``: captions of the image from elsewhere (an MLLM store)."""
-        slot = self._statistics_slot()
-        if text is not None and slot is not None:  # a 'statistics' caption handed in could come from labels
-            text_mask = (torch.ones(text.shape[:3], dtype=torch.bool, device=text.device) if text_mask is None
-                         else text_mask.to(text.device, torch.bool).reshape(*text.shape[:2], -1).expand(text.shape[:3]))
-            text_mask = text_mask.clone()
+        never from ground truth. ``batch["text"]``/``["text_mask"]``: captions of the image from elsewhere (an
+        MLLM store); a ``statistics`` caption in them is ignored (it could come from labels)."""
+        image, wavelengths = batch["image"], batch["wavelengths"]
+        text, text_mask = batch.get("text"), batch.get("text_mask")
+        slot = self.statistics_index()
+        if text is not None and slot is not None:
+            text_mask = present_mask(text, text_mask).clone()
             text_mask[:, slot] = False
         if self.eval_captions == "none" or self.dmte is None:
             return self(image, wavelengths)
         if self.eval_captions == "statistics-self" and slot is not None:
             if self.text_encoder is None:
-                raise ValueError("eval_captions 'statistics-self' needs a text encoder (MPerS(text_encoder=...))")
+                raise ConfigError("eval_captions 'statistics-self' needs a text encoder (mpers.text_encoder)")
             first = self(image, wavelengths, text, text_mask)
-            text, text_mask = self.statistics_text(first.argmax(1), text, text_mask)
+            text, text_mask = self.with_statistics(first.argmax(1), text, text_mask)
         return self(image, wavelengths, text, text_mask)
+
+    def with_statistics(self, labels: Tensor, text: Tensor | None, text_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``text``/``text_mask`` (zeros/absent if None) with the statistics slot filled from B×H×W ``labels``."""
+        b, m, p, d = labels.shape[0], len(self.captioners), self.num_prompts, self.text_dim
+        device = labels.device
+        text = torch.zeros(b, m, p, d, device=device) if text is None else text.to(device).clone()
+        mask = (torch.zeros(b, m, p, dtype=torch.bool, device=device) if text_mask is None
+                else present_mask(text, text_mask).to(device).clone())
+        slot = self.statistics_index()
+        emb = statistics_slot(labels, self.class_names, self.ignore_index, self.text_encoder, p)
+        if emb.shape[-1] != d:
+            raise ConfigError(f"text encoder {self.text_encoder.name} gives vectors of dim {emb.shape[-1]}, the "
+                              f"model expects d_t = {d}")
+        text[:, slot] = emb.to(device=device, dtype=text.dtype)
+        mask[:, slot] = True
+        return text, mask
 
     # ----------------------------------------------------------------------------------------------- parameters
     def train(self, mode: bool = True) -> "MPerS":
         super().train(mode)
         self.backbone.train(False)
-        if isinstance(self.text_encoder, nn.Module):
-            self.text_encoder.train(False)
         return self
 
     def no_weight_decay_names(self) -> set[str]:
         """Norm parameters (LayerNorm, BatchNorm, GroupNorm) and the DMTE expert weights W_m."""
-        names = {"dmte.expert_weight"} if self.dmte is not None else set()
-        norm_types = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d, nn.BatchNorm1d, nn.SyncBatchNorm)
-        for mod_name, module in self.named_modules():
-            if mod_name.startswith(FROZEN_PREFIXES) or mod_name in ("backbone", "text_encoder"):
-                continue
-            if isinstance(module, norm_types):
-                names |= {f"{mod_name}.{n}" for n, _ in module.named_parameters(recurse=False)}
-        return names
+        return self.norm_parameter_names() | ({"dmte.expert_weight"} if self.dmte is not None else set())
 
 
+def present_mask(text: Tensor, text_mask: Tensor | None) -> Tensor:
+    """A B×M×P bool presence mask for B×M×P×d ``text`` from a B×M or B×M×P mask (None = all present)."""
+    if text_mask is None:
+        return torch.ones(text.shape[:3], dtype=torch.bool, device=text.device)
+    return text_mask.to(text.device, torch.bool).reshape(*text.shape[:2], -1).expand(text.shape[:3])
 
 
-def build_text_encoder(m: Any) -> Any:
-    """The frozen text encoder of an ``mpers`` config section: ``tiny`` or a local folder."""
-    from ...text.encoders import TextEncoder
-
-    if m.text_encoder == "tiny":
-        encoder = TextEncoder.tiny(seed=m.text_encoder_seed, dim=m.text_dim or 32)
-    else:
-        encoder = TextEncoder.from_pretrained(m.text_encoder)
-    if m.text_encoder_name:
-        encoder._name = str(m.text_encoder_name)
-    return encoder
+def check_mpers_options(backbone: FrozenBackbone, taps: Sequence[int] | None, adapter_stages: Sequence[int],
+                        lqga_stages: Sequence[int], adapter_branches: Sequence[str], eval_captions: str,
+                        captioners: Sequence[str]) -> None:
+    """One-line :class:`ConfigError` for MPerS options that cannot be built."""
+    taps = list(taps) if taps is not None else mpers_default_taps(backbone.num_layers)
+    if len(taps) != 4 or any(t < 0 or t >= backbone.num_layers for t in taps):
+        raise ConfigError(f"MPerS needs 4 taps within the backbone's {backbone.num_layers} blocks, got {taps}")
+    for name, stages in (("adapter_stages", adapter_stages), ("lqga_stages", lqga_stages)):
+        if any(s not in (1, 2, 3, 4) for s in stages):
+            raise ConfigError(f"mpers.{name}: stages are 1..4, got {list(stages)}")
+    if any(b not in ("dino", "ldpe") for b in adapter_branches):
+        raise ConfigError(f"mpers.adapter_branches: 'dino' and/or 'ldpe', got {list(adapter_branches)}")
+    if eval_captions not in EVAL_CAPTIONS:
+        raise ConfigError(f"mpers.eval_captions: got {eval_captions!r}, expected one of {list(EVAL_CAPTIONS)}")
+    if lqga_stages and not captioners:
+        raise ConfigError("mpers.lqga_stages need at least one captioner (text source) in mpers.captioners")
 
 
 def build_mpers(cfg: Any, num_classes: int, wavelengths: Sequence[float], class_names: Sequence[str] | None = None,
                 text_encoder: Any = None, load_text_encoder: bool = True, ignore_index: int = 255) -> MPerS:
     """The MPerS of a :class:`rsmoe.config.Config` (``model: mpers``) for images with the given band wavelengths.
 
-    The text encoder is loaded unless ``load_text_encoder=False`` (then ``mpers.text_dim`` must be set; used to
-    count parameters or build on the meta device); ``text_encoder`` passes a ready one.
+    The frozen text encoder is the config's shared one (:func:`rsmoe.text.encoders.text_encoder_for`, the same
+    object the data pipeline embeds training captions with) unless ``load_text_encoder=False`` (then
+    ``mpers.text_dim`` must be set; used to count parameters or build on the meta device) or ``text_encoder``
+    passes a ready one.
     """
+    from ...text.encoders import text_encoder_for
     from ..backbones import build_backbone
 
     m = cfg.mpers
-    if m.eval_captions not in EVAL_CAPTIONS:
-        raise ValueError(f"mpers.eval_captions: got {m.eval_captions!r}, expected one of {list(EVAL_CAPTIONS)}")
-    if m.train_statistics not in ("live", "store"):
-        raise ValueError(f"mpers.train_statistics: got {m.train_statistics!r}, expected 'live' or 'store'")
     guided = bool(m.lqga_stages)
-    if guided and m.eval_captions == "store" and not [c for c in m.captioners if c != STATISTICS]:
-        raise ValueError("mpers.eval_captions 'store' uses MLLM captions only (never label-derived ones) but "
-                         f"captioners {m.captioners} name none; use eval_captions: statistics-self")
     if text_encoder is None and load_text_encoder and guided:
-        text_encoder = build_text_encoder(m)
+        text_encoder = text_encoder_for(m)
     text_dim = m.text_dim
     if text_encoder is not None:
         if text_dim is not None and text_dim != text_encoder.dim:
-            raise ValueError(f"mpers.text_dim {text_dim} does not match the text encoder {text_encoder.name} "
-                             f"(dim {text_encoder.dim})")
+            raise ConfigError(f"mpers.text_dim {text_dim} does not match the text encoder {text_encoder.name} "
+                              f"(dim {text_encoder.dim})")
         text_dim = text_encoder.dim
     if text_dim is None and guided:
-        raise ValueError("mpers.text_dim must be set when the text encoder is not loaded")
+        raise ConfigError("mpers.text_dim must be set when the text encoder is not loaded")
     b = cfg.backbone
     backbone = build_backbone(b.kind, pretrained=b.pretrained, config=b.config, num_bands=len(wavelengths),
                               band_init=b.band_init, wavelengths=list(wavelengths), seed=b.seed)
@@ -354,4 +299,4 @@ def build_mpers(cfg: Any, num_classes: int, wavelengths: Sequence[float], class_
     )
 
 
-__all__ = ["EVAL_CAPTIONS", "FROZEN_PREFIXES", "MPerS", "STATISTICS", "build_mpers", "build_text_encoder"]
+__all__ = ["DECODER_HEADS", "EVAL_CAPTIONS", "FROZEN_PREFIXES", "MPerS", "build_mpers", "present_mask"]

@@ -1,0 +1,113 @@
+"""The arguments and the run functions of the commands that live in no package of their own (demo, synth, train,
+eval, params, predict's checkpoint loading). Imported only when one of them runs."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_config_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--config", required=required, help="YAML run config (configs/…)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set adapter.rank=32 (repeatable; see the README's merge "
+                        "rule)")
+
+
+def add_demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--data", default="data/synthetic")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic benchmark")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo as demo
+
+    demo(out=args.out, data_dir=args.data, overrides=args.overrides, seed=args.seed, progress=not args.no_progress)
+    return 0
+
+
+def add_synth_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tile", type=int, default=64)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from .data.synthetic import synthesize
+
+    for name, path in synthesize(args.out, seed=args.seed, tile=args.tile, show_progress=not args.no_progress).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_arguments(p)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .engine.runner import CHECKPOINT_NAME, train
+
+    cfg = load_config(args.config, args.overrides)
+    metrics = train(cfg, progress=not args.no_progress)
+    if "domains" in metrics:  # only the first of several DDP processes evaluates
+        print_metrics(metrics)
+        print(f"checkpoint: {Path(cfg.output_dir) / CHECKPOINT_NAME}")
+    return 0
+
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True)
+    add_config_arguments(p, required=False)
+    p.add_argument("--out", help="write the metrics as JSON here (and a Markdown table beside it, .md)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .engine.runner import evaluate_checkpoint
+    from .io.atomic import atomic_write_json
+    from .report import write_eval_report
+
+    cfg = load_config(args.config, args.overrides) if args.config else None
+    metrics = evaluate_checkpoint(args.checkpoint, cfg, progress=not args.no_progress)
+    print_metrics(metrics)
+    if args.out:
+        out = Path(args.out)
+        atomic_write_json(out, metrics)
+        table = out.with_suffix(".md") if out.suffix != ".md" else out.with_name(out.name + ".md")
+        write_eval_report(table, metrics, title=f"Evaluation of {args.checkpoint}")
+    return 0
+
+
+def add_params_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_arguments(p)
+    p.add_argument("--num-classes", type=int, default=24)
+    p.add_argument("--json", action="store_true")
+
+
+def run_params(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .params import count_parameters, format_counts
+
+    counts = count_parameters(load_config(args.config, args.overrides), num_classes=args.num_classes)
+    print(json.dumps(counts) if args.json else format_counts(counts))
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from .engine.checkpoints import load_prediction_model
+    from .predict import run_predict_from_args
+
+    return run_predict_from_args(args, load_prediction_model) or 0
+
+
+def print_metrics(metrics: dict) -> None:
+    from .report import eval_report_markdown
+
+    print(eval_report_markdown(metrics), end="")
