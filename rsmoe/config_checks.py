@@ -33,7 +33,9 @@ def one_of(key: str, value: Any, allowed: Iterable[Any]) -> None:
 
 def check_config(cfg: Any) -> None:
     """Every data-independent check of a :class:`~rsmoe.config.Config`."""
-    one_of("model", cfg.model, ("segmentor", "mpers"))
+    from .models.build import MODELS
+
+    MODELS.check(cfg.model)
     if not cfg.name or not cfg.output_dir:
         raise ConfigError(f"name and output_dir must be non-empty, got {cfg.name!r} and {cfg.output_dir!r}")
     check_backbone(cfg)
@@ -48,7 +50,9 @@ def check_config(cfg: Any) -> None:
 
 def check_backbone(cfg: Any) -> None:
     b = cfg.backbone
-    one_of("backbone.kind", b.kind, ("dinov3", "dinov2", "dofa"))
+    from .models.backbones import BACKBONES
+
+    BACKBONES.check(b.kind)
     one_of("backbone.band_init", b.band_init, ("cyclic", "wavelength"))
     if b.taps is not None and (any(t < 0 for t in b.taps) or list(b.taps) != sorted(set(b.taps))):
         raise ConfigError(f"backbone.taps: expected ascending, distinct, non-negative block indices, got {b.taps}")

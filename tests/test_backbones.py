@@ -312,7 +312,7 @@ def test_build_backbone_from_tiny_configs():
     v2 = build_backbone("dinov2", pretrained=None, config=TINY_V2, num_bands=3, band_init="cyclic",
                         wavelengths=None, seed=0)
     assert isinstance(v2, DINOv2Backbone)
-    with pytest.raises(ValueError, match="unknown backbone"):
+    with pytest.raises(ValueError, match="backbone.kind: got .vit."):
         build_backbone("vit", pretrained=None, config=TINY_V3, num_bands=3, band_init="cyclic",
                        wavelengths=None, seed=0)
     with pytest.raises(ValueError, match="needs"):

@@ -364,7 +364,7 @@ def test_killed_run_resumes_with_only_the_remaining_items(tmp_path):
     }))
     total = 4 * len(PROMPT_IDS)
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "rsmoe.text.pipeline", "--config", str(cfg_path),
+    proc = subprocess.Popen([sys.executable, "-m", "rsmoe", "captions", "--config", str(cfg_path),
                              "--no-progress"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     committed = 0
     try:

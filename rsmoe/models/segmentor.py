@@ -200,8 +200,10 @@ def segmentor_head(cfg: Config, in_channels: list[int], num_classes: int, ignore
     return build_head(h.type, in_channels, num_classes, channels=h.channels, ignore_index=ignore_index, **options)
 
 
-def build_segmentor(cfg: Config, num_classes: int, wavelengths: list[float], ignore_index: int = 255) -> Segmentor:
-    """The model of a config for images with the given band wavelengths (µm)."""
+def build_segmentor(cfg: Config, num_classes: int, wavelengths: list[float], class_names=None,  # noqa: ARG001
+                    ignore_index: int = 255, **unused) -> Segmentor:
+    """The model of a config for images with the given band wavelengths (µm) (``class_names`` and MPerS's
+    text-encoder options are not used by this family)."""
     from .backbones import build_backbone, build_depth_encoder
 
     b = cfg.backbone

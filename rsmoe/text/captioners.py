@@ -26,11 +26,9 @@ import http.client
 import json
 import os
 import socket
-import struct
 import time
 import urllib.error
 import urllib.request
-import zlib
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
@@ -61,16 +59,14 @@ def check_image(image: np.ndarray, who: str) -> np.ndarray:
 
 
 def png_bytes(image: np.ndarray) -> bytes:
-    """An H×W×3 uint8 image as PNG bytes (8-bit RGB, no filter, zlib level 6), without an imaging library."""
-    image = np.ascontiguousarray(check_image(image, "png_bytes"))
-    h, w, _ = image.shape
-    raw = np.concatenate([np.zeros((h, 1), dtype=np.uint8), image.reshape(h, w * 3)], axis=1).tobytes()
+    """An H×W×3 uint8 image as PNG bytes (8-bit RGB, written by Pillow)."""
+    import io
 
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+    from PIL import Image
 
-    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(check_image(image, "png_bytes"))).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def png_data_url(image: np.ndarray) -> str:

@@ -208,23 +208,156 @@ def content_hash(*arrays: np.ndarray) -> str:
 # The run
 # ----------------------------------------------------------------------------------------------------------------
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
     text = str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
 
-def _select_rows(cfg: CaptionsConfig) -> list[dict[str, Any]]:
+def select_rows(cfg: CaptionsConfig) -> list[dict[str, Any]]:
+    """The manifest rows a captions config covers (domains, splits, ``max_images``)."""
     rows = read_manifest(cfg.dataset)
     known = list(dict.fromkeys(r["domain"] for r in rows))
     if cfg.domains is not None:
         unknown = [d for d in cfg.domains if d not in known]
         if unknown:
-            raise ValueError(f"{cfg.dataset}: unknown domain(s) {unknown}; known domains: {known}")
+            raise ConfigError(f"{cfg.dataset}: unknown domain(s) {unknown}; known domains: {known}")
         rows = [r for r in rows if r["domain"] in set(cfg.domains)]
     rows = [r for r in rows if r["split"] in set(cfg.splits)]
     if cfg.max_images is not None:
         rows = rows[: cfg.max_images]
     return rows
+
+
+TOTAL_KEYS = ("items", "done", "skipped", "failed", "not_applicable", "checked", "passed", "regenerated", "requests",
+              "embedded")
+
+
+@dataclass
+class TileInputs:
+    """One tile as every captioner of the run sees it: pixels, ground-truth mask (label-map captioners only),
+    content hashes (without / with the mask), and the lazily made RGB picture and CLIP image embedding."""
+
+    row: dict[str, Any]
+    tile: np.ndarray
+    mask: np.ndarray
+    hashes: dict[bool, str]
+    rgb: np.ndarray | None = None
+    image_embedding: Any = None
+
+
+class CaptionRun:
+    """One ``rsmoe captions`` run over a config: :meth:`run` captions every pending (tile, captioner, prompt) item
+    into the store, then embeds; the tallies become the summary (see :func:`run_captions`)."""
+
+    def __init__(self, cfg: CaptionsConfig, captioners: dict[str, Any] | None, log: Callable[[str], None]):
+        self.cfg = cfg
+        self.info = load_dataset_info(cfg.dataset)
+        self.rows = select_rows(cfg)
+        self.log = log
+        self.built: dict[str, Any] = dict(captioners or {})
+        self.specs = {c.name: c for c in cfg.captioners}
+        self.base_prompts = {pid: prompt(pid, self.info.classes) for pid in cfg.prompts}
+        self.per_captioner = {c.name: {"done": 0, "skipped": 0, "failed": 0, "requests": 0} for c in cfg.captioners}
+        self.totals = dict.fromkeys(TOTAL_KEYS, 0)
+        self.scorer_loaded, self.scorer = False, None
+
+    # -- parts built on first use -------------------------------------------------------------------------------
+    def captioner(self, name: str) -> Any:
+        if name not in self.built:
+            from rsmoe.text.captioners import build_captioner
+
+            spec = {k: v for k, v in dataclasses.asdict(self.specs[name]).items() if v is not None}
+            self.built[name] = build_captioner(spec, self.info.classes, self.info.ignore_index)
+        return self.built[name]
+
+    def clip_scorer(self) -> Any:
+        if not self.scorer_loaded:
+            from rsmoe.text.quality import ClipScorer
+
+            q = self.cfg.quality
+            self.scorer = (None if q.clip in (None, "") else
+                           ClipScorer.tiny(seed=q.seed) if q.clip == "tiny" else ClipScorer.from_pretrained(q.clip))
+            self.scorer_loaded = True
+        return self.scorer
+
+    # -- the run ------------------------------------------------------------------------------------------------
+    def run(self, store: CaptionStore, progress: bool) -> None:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(self.rows, desc="captions", unit="tile", disable=not progress)
+        for row in bar:
+            self.caption_tile(store, self.read_tile(row))
+            bar.set_postfix(done=self.totals["done"], skipped=self.totals["skipped"], failed=self.totals["failed"],
+                            refresh=False)
+        bar.close()
+        self.totals["embedded"] = embed_captions(self.cfg, store, [r["image"] for r in self.rows], progress)
+
+    def read_tile(self, row: dict[str, Any]) -> TileInputs:
+        tile = read_raster(Path(self.cfg.dataset) / row["image"])
+        mask = read_raster(Path(self.cfg.dataset) / row["mask"], squeeze=True)
+        return TileInputs(row, tile, mask, {False: content_hash(tile), True: content_hash(tile, mask)})
+
+    def caption_tile(self, store: CaptionStore, t: TileInputs) -> None:
+        for spec in self.cfg.captioners:
+            uses_labels = spec.backend == "statistics" or getattr(self.built.get(spec.name), "needs_label_map", False)
+            if uses_labels and t.row["split"] not in self.cfg.label_splits:
+                self.totals["not_applicable"] += len(self.cfg.prompts)
+                continue
+            for pid in self.cfg.prompts:
+                self.totals["items"] += 1
+                if store.done(t.row["image"], spec.name, pid, t.hashes[uses_labels]):
+                    self.count(spec.name, "skipped")
+                    continue
+                self.caption_item(store, t, spec.name, pid, t.hashes[uses_labels])
+
+    def caption_item(self, store: CaptionStore, t: TileInputs, name: str, pid: int, image_hash: str) -> None:
+        """Generate (with the CLIP check and regeneration), then commit one (tile, captioner, prompt) item."""
+        cap = self.captioner(name)
+        if t.rgb is None:
+            t.rgb = tile_rgb(t.tile, get_sensor(t.row["sensor"]).wavelengths, tuple(self.cfg.stretch))
+        attempts = 1 if getattr(cap, "deterministic", False) else self.cfg.quality.max_attempts
+        t0, before = time.perf_counter(), int(getattr(cap, "requests", 0))
+        try:
+            result = regenerate_until_passing(lambda attempt: self.generate(cap, t, pid, attempt),
+                                              self.score_function(t), self.cfg.quality.tau, attempts)
+        except Exception as e:  # noqa: BLE001 - recorded in the store; the run goes on
+            used = int(getattr(cap, "requests", 0)) - before
+            store.put_failure(t.row["image"], image_hash, name, pid, first_line(e), requests=used,
+                              seconds=time.perf_counter() - t0, prompt=self.base_prompts[pid])
+            self.count(name, "failed", used)
+            self.log(f"captions: {t.row['image']} {name} prompt {pid}: failed ({first_line(e)})")
+            return
+        used = int(getattr(cap, "requests", 0)) - before
+        store.put_caption(t.row["image"], image_hash, name, pid, result.text, prompt=result.prompt,
+                          score=result.score, attempts=result.attempts, requests=used, passed=result.passed,
+                          error=result.error, seconds=time.perf_counter() - t0)
+        self.count(name, "done", used)
+        self.totals["regenerated"] += int(result.attempts > 1)
+        if result.passed is not None:
+            self.totals["checked"] += 1
+            self.totals["passed"] += int(result.passed)
+
+    def generate(self, cap: Any, t: TileInputs, pid: int, attempt: int) -> tuple[str, str]:
+        """(prompt, caption) of attempt ``attempt`` (the refined prompt from the second attempt on)."""
+        text_prompt = self.base_prompts[pid] if attempt == 1 else refined_prompt(pid, self.info.classes, attempt)
+        if getattr(cap, "needs_label_map", False):
+            return text_prompt, cap.caption(t.rgb, text_prompt, label_map=t.mask, prompt_id=pid)
+        return text_prompt, cap.caption(t.rgb, text_prompt)
+
+    def score_function(self, t: TileInputs) -> Callable[[str], float] | None:
+        """The CLIP similarity of a caption to the tile (the image embedding computed once per tile), or None."""
+        scorer = self.clip_scorer()
+        if scorer is None:
+            return None
+        if t.image_embedding is None:
+            t.image_embedding = scorer.image_embedding(t.rgb)
+        return lambda text: scorer.score(t.image_embedding, text)
+
+    def count(self, name: str, outcome: str, requests: int = 0) -> None:
+        self.totals[outcome] += 1
+        self.per_captioner[name][outcome] += 1
+        self.totals["requests"] += requests
+        self.per_captioner[name]["requests"] += requests
 
 
 def run_captions(
@@ -245,128 +378,21 @@ def run_captions(
     """
     from tqdm.auto import tqdm
 
-    from rsmoe.text.captioners import build_captioner
-
     cfg = load_captions_config(config, overrides)
-    info = load_dataset_info(cfg.dataset)
-    rows = _select_rows(cfg)
-    classes = info.classes
-    say = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     started = time.perf_counter()
-
-    built: dict[str, Any] = dict(captioners or {})
-    specs = {c.name: c for c in cfg.captioners}
-
-    def captioner(name: str) -> Any:
-        if name not in built:
-            spec = {k: v for k, v in dataclasses.asdict(specs[name]).items() if v is not None}
-            built[name] = build_captioner(spec, classes, info.ignore_index)
-        return built[name]
-
-    scorer_box: list[Any] = []
-
-    def scorer() -> Any:
-        if not scorer_box:
-            from rsmoe.text.quality import ClipScorer
-
-            q = cfg.quality
-            scorer_box.append(None if q.clip in (None, "") else
-                              ClipScorer.tiny(seed=q.seed) if q.clip == "tiny" else ClipScorer.from_pretrained(q.clip))
-        return scorer_box[0]
-
-    per_cap = {c.name: {"done": 0, "skipped": 0, "failed": 0, "requests": 0} for c in cfg.captioners}
-    totals = {"items": 0, "done": 0, "skipped": 0, "failed": 0, "not_applicable": 0, "checked": 0, "passed": 0,
-              "regenerated": 0, "requests": 0, "embedded": 0}
-    base_prompts = {pid: prompt(pid, classes) for pid in cfg.prompts}
-
+    run = CaptionRun(cfg, captioners, log or (lambda msg: tqdm.write(msg, file=sys.stderr)))
     store = CaptionStore(cfg.store)
     try:
         store.acquire_writer()
-        bar = tqdm(rows, desc="captions", unit="tile", disable=not progress)
-        for row in bar:
-            image_id = row["image"]
-            tile = read_raster(Path(cfg.dataset) / row["image"])
-            mask = read_raster(Path(cfg.dataset) / row["mask"], squeeze=True)
-            hashes = {False: content_hash(tile), True: content_hash(tile, mask)}
-            rgb: np.ndarray | None = None
-            image_emb: list[Any] = []
-            for spec in cfg.captioners:
-                uses_labels = spec.backend == "statistics" or getattr(built.get(spec.name), "needs_label_map", False)
-                if uses_labels and row["split"] not in cfg.label_splits:
-                    totals["not_applicable"] += len(cfg.prompts)
-                    continue
-                for pid in cfg.prompts:
-                    totals["items"] += 1
-                    h = hashes[uses_labels]
-                    if store.done(image_id, spec.name, pid, h):
-                        totals["skipped"] += 1
-                        per_cap[spec.name]["skipped"] += 1
-                        continue
-                    cap = captioner(spec.name)
-                    if rgb is None:
-                        rgb = tile_rgb(tile, get_sensor(row["sensor"]).wavelengths, tuple(cfg.stretch))
-                    deterministic = bool(getattr(cap, "deterministic", False))
-                    attempts = 1 if deterministic else cfg.quality.max_attempts
-
-                    def generate(attempt: int, cap=cap, pid=pid) -> tuple[str, str]:
-                        text_prompt = base_prompts[pid] if attempt == 1 else refined_prompt(pid, classes, attempt)
-                        if getattr(cap, "needs_label_map", False):
-                            return text_prompt, cap.caption(rgb, text_prompt, label_map=mask, prompt_id=pid)
-                        return text_prompt, cap.caption(rgb, text_prompt)
-
-                    score_fn = None
-                    if scorer() is not None:
-                        if not image_emb:
-                            image_emb.append(scorer().image_embedding(rgb))
-
-                        def score_fn(text: str) -> float:
-                            return scorer().score(image_emb[0], text)
-
-                    t0 = time.perf_counter()
-                    before = int(getattr(cap, "requests", 0))
-                    try:
-                        result = regenerate_until_passing(generate, score_fn, cfg.quality.tau, attempts)
-                    except Exception as e:  # noqa: BLE001 - recorded in the store; the run goes on
-                        used = int(getattr(cap, "requests", 0)) - before
-                        store.put_failure(image_id, h, spec.name, pid, _first_line(e), requests=used,
-                                          seconds=time.perf_counter() - t0, prompt=base_prompts[pid])
-                        totals["failed"] += 1
-                        per_cap[spec.name]["failed"] += 1
-                        totals["requests"] += used
-                        per_cap[spec.name]["requests"] += used
-                        say(f"captions: {image_id} {spec.name} prompt {pid}: failed ({_first_line(e)})")
-                        continue
-                    used = int(getattr(cap, "requests", 0)) - before
-                    store.put_caption(image_id, h, spec.name, pid, result.text, prompt=result.prompt,
-                                      score=result.score, attempts=result.attempts, requests=used,
-                                      passed=result.passed, error=result.error,
-                                      seconds=time.perf_counter() - t0)
-                    totals["done"] += 1
-                    per_cap[spec.name]["done"] += 1
-                    totals["requests"] += used
-                    per_cap[spec.name]["requests"] += used
-                    totals["regenerated"] += int(result.attempts > 1)
-                    if result.passed is not None:
-                        totals["checked"] += 1
-                        totals["passed"] += int(result.passed)
-            bar.set_postfix(done=totals["done"], skipped=totals["skipped"], failed=totals["failed"], refresh=False)
-        bar.close()
-        totals["embedded"] = _embed(cfg, store, [r["image"] for r in rows], progress)
+        run.run(store, progress)
     finally:
         store.close()
-
-    seconds = time.perf_counter() - started
-    return {
-        **totals,
-        "passed_rate": (totals["passed"] / totals["checked"]) if totals["checked"] else None,
-        "images": len(rows),
-        "seconds": seconds,
-        "per_captioner": per_cap,
-        "store": str(cfg.store),
-    }
+    t = run.totals
+    return {**t, "passed_rate": (t["passed"] / t["checked"]) if t["checked"] else None, "images": len(run.rows),
+            "seconds": time.perf_counter() - started, "per_captioner": run.per_captioner, "store": str(cfg.store)}
 
 
-def _embed(cfg: CaptionsConfig, store: CaptionStore, image_ids: list[str], progress: bool) -> int:
+def embed_captions(cfg: CaptionsConfig, store: CaptionStore, image_ids: list[str], progress: bool) -> int:
     """Embed every ``ok`` caption of ``image_ids`` that lacks a vector from the configured encoder."""
     enc_cfg = cfg.encoder
     if enc_cfg.path in (None, ""):
@@ -429,25 +455,8 @@ def format_summary(s: dict[str, Any]) -> str:
 
 def run_captions_from_args(args: argparse.Namespace) -> int:
     """Run ``rsmoe captions``; returns 0 when every item is captioned, 1 when some failed (they are retried by a
-    rerun). Config errors raise ``ValueError`` (a one-line message)."""
+    rerun). Config errors raise :class:`~rsmoe.errors.ConfigError` (a one-line message)."""
     summary = run_captions(args.config, getattr(args, "overrides", []) or [],
                            progress=not getattr(args, "no_progress", False))
     print(json.dumps(summary, indent=2) if getattr(args, "json", False) else format_summary(summary))
     return 1 if summary["failed"] else 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = add_captions_arguments(argparse.ArgumentParser(prog="rsmoe captions", description=__doc__.split("\n")[0]))
-    args = parser.parse_args(argv)
-    try:
-        return run_captions_from_args(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"rsmoe captions: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    import os
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    sys.exit(main())

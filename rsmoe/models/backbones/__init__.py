@@ -19,6 +19,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from .bands import adapt_patch_kernel, rgb_channel_for_band, select_rgb_bands
+from ...registry import Registry
 from .base import BlockContext, FrozenBackbone, tokens_to_map
 
 if TYPE_CHECKING:  # the transformers-backed modules load lazily: importing `base` alone stays cheap
@@ -37,8 +38,12 @@ _LAZY = {
     "load_dinov3_original_state_dict": "dinov3",
 }
 
-#: backbone kind → (module, class name)
-BACKBONES = {"dinov3": ("dinov3", "DINOv3Backbone"), "dinov2": ("dinov2", "DINOv2Backbone")}
+#: ``backbone.kind`` → the frozen backbone class
+BACKBONES = Registry("backbone.kind", {
+    "dinov3": "rsmoe.models.backbones.dinov3:DINOv3Backbone",
+    "dinov2": "rsmoe.models.backbones.dinov2:DINOv2Backbone",
+    "dofa": "rsmoe.models.backbones.dofa:DOFABackbone",
+})
 
 
 def __getattr__(name: str) -> Any:
@@ -79,15 +84,11 @@ def build_backbone(
       ``from_config``); DOFA builds its patch kernel from the wavelengths at run time, so ``num_bands``,
       ``band_init`` and ``wavelengths`` do not apply to it.
     """
+    cls = BACKBONES.get(kind)
     if kind == "dofa":
-        dofa = importlib.import_module(".dofa", __name__).DOFABackbone
         if pretrained is not None:
-            return dofa.from_checkpoint(pretrained, size=config if _given(config) else None)
-        return dofa.from_config(config if _given(config) else "base", seed=seed)
-    if kind not in BACKBONES:
-        raise ValueError(f"unknown backbone kind {kind!r}; known: {sorted([*BACKBONES, 'dofa'])}")
-    module, cls_name = BACKBONES[kind]
-    cls = getattr(importlib.import_module(f".{module}", __name__), cls_name)
+            return cls.from_checkpoint(pretrained, size=config if _given(config) else None)
+        return cls.from_config(config if _given(config) else "base", seed=seed)
     common = dict(num_bands=num_bands, band_init=band_init, wavelengths=wavelengths)
     if pretrained is not None:
         path = os.fspath(pretrained)
