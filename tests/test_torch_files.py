@@ -73,5 +73,5 @@ def test_key_report_names_both_shapes():
 def test_importing_the_readers_and_the_convert_cli_does_not_import_torch():
     code = ("import sys, rsmoe.io, rsmoe.convert.cli; "
             "assert 'torch' not in sys.modules, 'torch imported'; "
-            "assert callable(rsmoe.convert.cli.add_convert_arguments) and callable(rsmoe.convert.cli.run_convert_from_args)")
+            "from rsmoe.convert.cli import add_convert_arguments, run_convert_from_args")
     subprocess.run([sys.executable, "-c", code], check=True)

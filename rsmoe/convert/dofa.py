@@ -28,7 +28,8 @@ def convert_dofa(src: str | os.PathLike, out_path: str | os.PathLike, *, source:
     if src.suffix == ".safetensors":
         raise ConfigError(f"{src}: already a converted file; convert the public .pth instead")
     if out.suffix != ".safetensors":
-        raise ConfigError(f"{out}: write converted DOFA weights as .safetensors (its metadata stores the kernel layout)")
+        raise ConfigError(f"{out}: write converted DOFA weights as .safetensors (its metadata stores the kernel "
+                          "layout)")
     check_output(out, force=force)
     weights = read_dofa_weights(src)
     layout = resolve_kernel_layout(src, kernel_layout, None, weights.source_sha256)

@@ -15,11 +15,12 @@ from ..io.torch_files import short_list
 
 
 # Adapter: the authors' DepthMoE module (github.com/daxichen/SpectralMoE-main,
-# SpectralMoE/models/backbones/depthmoe.py) holds per-(layer, expert) ParameterLists, so its keys are experts_a.{l}.{e} (m×r), experts_b.{l}.{e} (r×d),
-# w_gate.{l}.{j} / w_noise.{l}.{j} (d×E; j = 0 MSI/visual, 1 depth), scale (α, 0-dim), mlp_token2feat.* (t2f),
-# mlp_delta_f.* (delta), transform.* / merge.* (query link), and two buffers mean=[0.], std=[1.] (the standard
-# normal used for the load estimate; constants, dropped). The backbone's state_dict override keeps only keys
-# containing "depthmoe", so the frozen ViT / PromptDA weights are not in the file.
+# SpectralMoE/models/backbones/depthmoe.py) holds per-(layer, expert) ParameterLists, so its keys are
+# experts_a.{l}.{e} (m×r), experts_b.{l}.{e} (r×d), w_gate.{l}.{j} / w_noise.{l}.{j} (d×E; j = 0 MSI/visual,
+# 1 depth), scale (α, 0-dim), mlp_token2feat.* (t2f), mlp_delta_f.* (delta), transform.* / merge.* (query link),
+# and two buffers mean=[0.], std=[1.] (the standard normal used for the load estimate; constants, dropped). The
+# backbone's state_dict override keeps only keys containing "depthmoe", so the frozen ViT / PromptDA weights are
+# not in the file.
 ADAPTER_PREFIX = "backbone.depthmoe."
 HEAD_PREFIX = "decode_head."
 _ADAPTER_SIMPLE = {
@@ -180,7 +181,8 @@ def convert_mmdet_mask2former_head(head: Mapping[str, Tensor], where: str = "che
             new, n = re.subn(pattern, repl, key)
             if n:
                 if new in out:
-                    raise CheckpointError(f"{where}: {HEAD_PREFIX}{key} maps onto {new} twice (mixed mmdet 2.x/3.x names)")
+                    raise CheckpointError(f"{where}: {HEAD_PREFIX}{key} maps onto {new} twice (mixed mmdet 2.x/3.x "
+                                          "names)")
                 out[new] = value
                 break
         else:

@@ -373,9 +373,9 @@ class DOFABackbone(FrozenBackbone):
         ``size``: a name ('small', 'base', 'large', 'huge'), a config, a mapping of fields (``{size: base, …}``
         or a full ``{embed_dim: …, depth: …}``), or None / a mapping naming neither ``size`` nor ``embed_dim``
         (e.g. ``{kernel_layout: legacy}``, as ``backbone.config`` gives it) to infer the architecture from the
-        shapes and override the given fields. ``kernel_layout`` (or the mapping's ``kernel_layout``) overrides the layout
-        stored in a converted file or known from the file's hash (:func:`~rsmoe.models.backbones.dofa_weights.
-        resolve_kernel_layout`). The pre-training / classification extras are ignored. Missing or unexpected keys
+        shapes and override the given fields. ``kernel_layout`` (or the mapping's ``kernel_layout``) overrides the
+        layout stored in a converted file or known from the file's hash
+        (:func:`~rsmoe.models.backbones.dofa_weights.resolve_kernel_layout`). The pre-training / classification extras are ignored. Missing or unexpected keys
         raise (``strict``) or warn; shape mismatches always raise. Errors are one line naming the file.
         """
         path = Path(path)
