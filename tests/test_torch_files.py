@@ -75,3 +75,19 @@ def test_importing_the_readers_and_the_convert_cli_does_not_import_torch():
             "assert 'torch' not in sys.modules, 'torch imported'; "
             "from rsmoe.convert.cli import add_convert_arguments, run_convert_from_args")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_safetensors_with_metadata(tmp_path):
+    from safetensors.torch import save_file
+
+    from rsmoe.io.torch_files import read_safetensors
+
+    path = tmp_path / "w.safetensors"
+    save_file(_tensors(), str(path), metadata={"format": "rsmoe-test-v1", "note": "x"})
+    tensors, meta = read_safetensors(path, format_tag="rsmoe-test-v1")
+    assert torch.equal(tensors["a.weight"], _tensors()["a.weight"]) and meta["note"] == "x"
+    with pytest.raises(CheckpointError, match=r"not a DOFA file \(metadata format 'rsmoe-test-v1', expected 'dofa'"):
+        read_safetensors(path, "DOFA", format_tag="dofa")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 5)
+    with pytest.raises(CheckpointError, match="bad.safetensors: not a readable safetensors file"):
+        read_safetensors(tmp_path / "bad.safetensors")

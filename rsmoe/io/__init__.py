@@ -8,11 +8,12 @@ from .torch_files import (
     check_keys,
     compare_keys,
     extract_state_dict,
+    read_safetensors,
     read_state_dict,
     read_torch_file,
     short_list,
 )
 
 __all__ = ["KeyReport", "atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
-           "check_keys", "compare_keys", "extract_state_dict", "fsync_dir", "read_state_dict", "read_torch_file",
-           "short_list"]
+           "check_keys", "compare_keys", "extract_state_dict", "fsync_dir", "read_safetensors", "read_state_dict",
+           "read_torch_file", "short_list"]

@@ -1,5 +1,5 @@
 """Reading PyTorch weight files (``.pth`` / ``.pt`` / ``.ckpt``) safely, finding the state dict inside them, and
-checking its keys and shapes against a model.
+checking its keys and shapes against a model; reading ``.safetensors`` weights with their metadata.
 
 Every torch file rsmoe reads — the public checkpoints the converters take, DINOv3 / DOFA files named by
 ``backbone.pretrained`` — goes through :func:`read_torch_file` and :func:`extract_state_dict`, so a file that one
@@ -140,6 +140,28 @@ def read_state_dict(path: str | os.PathLike, what: str = "checkpoint", prefix: s
     return extract_state_dict(read_torch_file(path, what), path, prefix=prefix)
 
 
+def read_safetensors(path: str | os.PathLike, what: str = "weights", format_tag: str | None = None
+                     ) -> tuple[dict[str, "Tensor"], dict[str, str]]:
+    """(tensors, string metadata) of a ``.safetensors`` file (which holds no code, so nothing needs guarding);
+    with ``format_tag``, the metadata's ``format`` must equal it. One-line :class:`CheckpointError` otherwise."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(f"{path}: not a readable safetensors file ({type(exc).__name__}: "
+                              f"{first_line(exc)})") from None
+    if format_tag is not None and meta.get("format") != format_tag:
+        raise CheckpointError(f"{path}: not a {what} file (metadata format {meta.get('format')!r}, expected "
+                              f"{format_tag!r})")
+    return tensors, meta
+
+
 # ---------------------------------------------------------------------------------------------------- checking
 @dataclass
 class KeyReport:
@@ -187,4 +209,4 @@ def check_keys(where: str | os.PathLike, tensors: Mapping[str, Any], expected: M
 
 
 __all__ = ["MAX_NESTING", "WRAPPER_KEYS", "KeyReport", "check_keys", "compare_keys", "extract_state_dict",
-           "first_line", "read_state_dict", "read_torch_file", "short_list"]
+           "first_line", "read_safetensors", "read_state_dict", "read_torch_file", "short_list"]

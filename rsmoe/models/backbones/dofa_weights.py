@@ -42,7 +42,7 @@ from torch import Tensor
 
 from ...errors import CheckpointError
 from ...io.atomic import atomic_path
-from ...io.torch_files import read_state_dict
+from ...io.torch_files import read_safetensors, read_state_dict
 
 KERNEL_LAYOUTS = ("band_major", "legacy")
 #: Prefixes / names in public checkpoints that are not part of the backbone (pre-training or classification).
@@ -141,19 +141,7 @@ def read_dofa_weights(path: str | os.PathLike) -> DOFAWeights:
     if path.suffix != ".safetensors":
         state, ignored = _backbone_only(read_state_dict(path, "DOFA checkpoint"), path)
         return DOFAWeights(state, ignored, None, file_sha256(path))
-    from safetensors import safe_open
-
-    if not path.is_file():
-        raise CheckpointError(f"DOFA checkpoint not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-        raise CheckpointError(f"{path}: not a readable safetensors file ({type(exc).__name__})") from None
-    if meta.get("format") != FORMAT_TAG:
-        raise CheckpointError(f"{path}: not a file written by `rsmoe convert dofa-*` (metadata format "
-                              f"{meta.get('format')!r}, expected {FORMAT_TAG!r})")
+    state, meta = read_safetensors(path, "converted DOFA checkpoint (rsmoe convert dofa-*)", FORMAT_TAG)
     state, ignored = _backbone_only(state, path)
     return DOFAWeights(state, ignored, meta.get("kernel_layout"), meta.get("source_sha256"))
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import CheckpointError, ConfigError
-from ...io.torch_files import check_keys
+from ...io.torch_files import check_keys, read_safetensors
 from .dilated_attention import DilatedAttention
 
 #: safetensors metadata tag of a file written by ``rsmoe convert dilateformer``
@@ -100,23 +100,6 @@ class DilateAdapter(nn.Sequential):
 
 
 # ------------------------------------------------------------------------------------- pretrained DilateFormer
-def _read_pretrained(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
-    from safetensors import safe_open
-
-    if not os.path.isfile(path):
-        raise CheckpointError(f"pretrained adapter file not found: {path}")
-    try:
-        with safe_open(os.fspath(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-        raise CheckpointError(f"{path}: not a readable safetensors file ({type(exc).__name__})") from None
-    if meta.get("format") != PRETRAINED_FORMAT:
-        raise CheckpointError(f"{path}: not a file written by `rsmoe convert dilateformer` (metadata format "
-                              f"{meta.get('format')!r})")
-    return tensors, meta
-
-
 def load_pretrained_adapter(adapter: DilateAdapter, path: str | os.PathLike, where: str = "adapter") -> None:
     """Copy the blocks of a ``rsmoe convert dilateformer`` file into ``adapter`` (in place).
 
@@ -124,7 +107,7 @@ def load_pretrained_adapter(adapter: DilateAdapter, path: str | os.PathLike, whe
     dilated stages, 'mhsa' for its global ones), heads and parameter shapes — otherwise a one-line
     :class:`CheckpointError`. A LayerNorm eps or dilation rates other than the ones the blocks were trained with
     only warn (set ``mpers.adapter_norm_eps`` / ``mpers.adapter_dilations`` to match)."""
-    tensors, meta = _read_pretrained(path)
+    tensors, meta = read_safetensors(path, "pretrained adapter (rsmoe convert dilateformer)", PRETRAINED_FORMAT)
     first = adapter[0]
     attn = first.attn
     blocks = int(meta.get("blocks", -1))
