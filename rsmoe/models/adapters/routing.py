@@ -1,4 +1,6 @@
-"""Noisy top-k token routing and the load-balancing loss (SPEC-spectralmoe §4).
+"""Noisy top-k token routing and the load-balancing loss of SpectralMoE (arXiv 2603.13352; supplementary §8.1 for
+the gating functions; the public router is ``SpectralMoE/models/backbones/depthmoe.py`` in
+github.com/daxichen/SpectralMoE-main).
 
 One router per layer and modality sends every token x ∈ R^d to k of E experts. Shapes use T for the number of
 routed tokens (B·N flattened).
