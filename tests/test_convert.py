@@ -800,7 +800,8 @@ def test_dofa_original_normalised_and_loadable(tmp_path, layout):
     src = tmp_path / "DOFA_tiny_e100.pth"
     torch.save({"model": state, "epoch": 99}, src)
     argv = ["dofa-original", str(src), str(tmp_path / "dofa_tiny.safetensors"), "--dofa-size", "base"]
-    with pytest.raises(CheckpointError, match=r"shape mismatch for DOFA-base: cls_token"):
+    with pytest.raises(CheckpointError, match=r"shape mismatch for DOFA-base: cls_token"), \
+            pytest.warns(UserWarning, match="not a known post-fix"):
         run_convert_from_args(_convert_args(*argv))
     with pytest.warns(UserWarning, match="not a known post-fix DOFA release") if layout is None else _no_warning():
         out = convert_dofa(src, tmp_path / "dofa_tiny.safetensors", size=size, kernel_layout=layout)

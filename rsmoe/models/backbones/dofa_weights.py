@@ -111,8 +111,9 @@ def resolve_kernel_layout(where: str | os.PathLike, requested: str | None, store
                       "band order will be scrambled", UserWarning, stacklevel=3)
     elif known is None and layout == "band_major":
         warnings.warn(f"{where}: SHA-256 {str(sha256)[:12]}… is not a known post-fix DOFA release; using "
-                      "kernel_layout band_major (right for downloads since 2024-09-01) — for an older download set "
-                      "backbone.config.kernel_layout: legacy", UserWarning, stacklevel=3)
+                      "kernel_layout band_major (right for downloads since 2024-09-01) — for an older download use "
+                      "legacy (--kernel-layout when converting, backbone.config.kernel_layout when loading)",
+                      UserWarning, stacklevel=3)
     return layout
 
 
