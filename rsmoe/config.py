@@ -183,6 +183,10 @@ class MPersConfig:
     adapter_blocks: int = 1
     adapter_stages: list[int] = field(default_factory=lambda: [4])
     adapter_branches: list[str] = field(default_factory=lambda: ["dino", "ldpe"])
+    adapter_dilations: list[int] = field(default_factory=list)  # one rate per head group; [] = `dilation` for all
+    adapter_norm_eps: float = 1e-5  # LayerNorm eps of the adapter blocks (the full DilateFormer uses 1e-6)
+    adapter_qkv_bias: bool = True
+    adapter_pretrained: dict[str, str] = field(default_factory=dict)  # adapter key → `rsmoe convert dilateformer`
     decoder: str = "unet"  # unet | fpn | pixelup
     decoder_channels: list[int] = field(default_factory=lambda: [256, 128, 64])
 
@@ -284,6 +288,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return dict(value)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if tp is bool and isinstance(value, bool):

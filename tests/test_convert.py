@@ -25,10 +25,11 @@ from rsmoe.convert import (
     convert_spectralmoe_official_adapter,
     convert_spectralmoe_official_state_dict,
     dinov3_config_from_state,
-    load_torch_file,
     parse_mmengine_config_text,
     run_convert_from_args,
 )
+from rsmoe.errors import CheckpointError, ConfigError
+from rsmoe.io.torch_files import read_torch_file
 from rsmoe.models.adapters.spectralmoe import SpectralMoE
 from rsmoe.models.heads.mask2former import Mask2FormerHead
 
@@ -433,7 +434,7 @@ def test_spectralmoe_official_checkpoint_to_rsmoe(tmp_path, capsys):
     torch.save(ckpt, src)
     with pytest.raises(Exception):
         torch.load(src, weights_only=True)  # the plain weights-only load refuses it …
-    assert isinstance(load_torch_file(src)["message_hub"], object)  # … the placeholder load does not
+    assert isinstance(read_torch_file(src)["message_hub"], object)  # … the placeholder load does not
 
     config = tiny_config_yaml(tmp_path / "tiny.yaml")
     out = tmp_path / "imported.safetensors"
@@ -490,9 +491,73 @@ def test_spectralmoe_official_unknowns_and_errors(tmp_path, capsys):
     msg = str(info.value)
     assert "\n" not in msg and "backbone.depthmoe.experts_a" in msg
     assert f"({L + 1}, {E}, {M}, {R})" in msg and f"({L + 1}, {E}, {M}, {R + 2})" in msg
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
-        run_convert_from_args(_convert_args("spectralmoe-official", str(tmp_path / "nope.pth"), str(out),
-                                            "--config", str(config)))
+    with pytest.raises(CheckpointError, match="nope.pth"):
+        run_convert_from_args(_convert_args("spectralmoe-official", str(tmp_path / "nope.pth"),
+                                            str(tmp_path / "fresh.safetensors"), "--config", str(config)))
+
+
+AUTHORS_CFG_4BAND = """
+model = dict(
+    type='EncoderDecoder',
+    data_preprocessor=dict(type='SegDataPreProcessor', mean=[110.714, 85.357, 88.594, 82.444],
+                           std=[72.38, 65.591, 63.937, 63.005], bgr_to_rgb=False),
+    backbone=dict(type='DepthMoEDinoVisionTransformerV3', in_chans=4{wave_list},
+                  depthmoe_config=dict(type='DepthMoE', num_experts=3, top_k=1, token_length=5, gating='laplace')),
+    decode_head=dict(type='DepthMoEMask2FormerHead', num_classes=3))
+"""  # the authors' GID / Five-Billion-Pixels normalisation, in their NIR, R, G, B input order
+
+
+def _official_4band(tmp_path, wave_list: bool) -> Path:
+    cfg = AUTHORS_CFG_4BAND.format(wave_list=", wave_list=[0.83, 0.665, 0.56, 0.49]" if wave_list else "")
+    src = tmp_path / f"fbp_{'dofa' if wave_list else 'dinov3'}.pth"
+    torch.save({"meta": {"iter": 5, "cfg": cfg}, "state_dict": official_full_state()}, src)
+    return src
+
+
+@pytest.mark.parametrize("how", ["wave_list", "official-wavelengths"])
+def test_official_statistics_follow_the_sensor_band_order(tmp_path, capsys, how):
+    """GF-2 in rsmoe is B, G, R, NIR; the authors' mean/std are NIR, R, G, B: they must be reordered."""
+    from rsmoe.engine.checkpoints import read_checkpoint
+
+    src = _official_4band(tmp_path, wave_list=how == "wave_list")
+    out = tmp_path / "gf2.safetensors"
+    extra = ["--official-wavelengths", "0.83", "0.665", "0.56", "0.49"] if how == "official-wavelengths" else []
+    argv = ["spectralmoe-official", str(src), str(out), "--config", str(tiny_config_yaml(tmp_path / "t.yaml")),
+            "--sensor", "GF-2", *extra]
+    assert run_convert_from_args(_convert_args(*argv)) == 0
+    _, meta = read_checkpoint(out)
+    assert meta.band_names == ["blue", "green", "red", "nir"] and meta.sensor == "GF-2"
+    assert meta.mean == [82.444, 88.594, 85.357, 110.714]  # B, G, R, NIR
+    assert meta.std == [63.005, 63.937, 65.591, 72.38]
+    assert "reordered from their band order" in capsys.readouterr().err
+
+
+def test_official_statistics_refused_when_their_order_is_unknown_or_unmatched(tmp_path):
+    config = str(tiny_config_yaml(tmp_path / "t.yaml"))
+    src = _official_4band(tmp_path, wave_list=False)  # a DINOv3 model: nothing records the band order
+    with pytest.raises(ConfigError, match=r"which the checkpoint does not record: pass --official-wavelengths") as e:
+        run_convert_from_args(_convert_args("spectralmoe-official", str(src), str(tmp_path / "a.safetensors"),
+                                            "--config", config, "--sensor", "GF-2"))
+    assert "\n" not in str(e.value)
+    src = _official_4band(tmp_path, wave_list=True)
+    with pytest.raises(ConfigError, match=r"cannot pair the authors' bands \(0.83, 0.665, 0.56, 0.49 µm\)"):
+        run_convert_from_args(_convert_args("spectralmoe-official", str(src), str(tmp_path / "b.safetensors"),
+                                            "--config", config, "--wavelengths", "0.45", "0.5", "0.55", "0.6"))
+    # the user's own statistics are taken as given, in the input order
+    assert run_convert_from_args(_convert_args(
+        "spectralmoe-official", str(src), str(tmp_path / "c.safetensors"), "--config", config, "--sensor", "GF-2",
+        "--mean", "1", "2", "3", "4", "--std", "5", "6", "7", "8")) == 0
+
+
+def test_match_band_order():
+    from rsmoe.convert import match_band_order
+
+    nir_rgb, gf2 = [0.83, 0.665, 0.56, 0.49], [0.485, 0.555, 0.66, 0.83]
+    assert match_band_order(nir_rgb, gf2) == [3, 2, 1, 0]
+    assert match_band_order(gf2, gf2) == [0, 1, 2, 3]
+    assert match_band_order(nir_rgb, [0.49, 0.56, 0.665, 1.61]) is None  # SWIR is not NIR
+    assert match_band_order(nir_rgb, [0.45, 0.5, 0.55, 0.6]) is None  # several bands claim the same one
+    assert match_band_order(nir_rgb, [0.665, 0.56, 0.49]) is None  # counts differ
 
 
 def test_state_dict_conversion_covers_the_segmentor_exactly(tmp_path):
@@ -555,6 +620,36 @@ def test_dinov3_original_to_directory(tmp_path):
     torch.testing.assert_close(attn.v_proj.bias, sd["blocks.1.attn.qkv.bias"][64:])
     tokens, ctx = bb.embed(torch.randn(1, 3, 32, 32))
     assert bb.block(1, bb.block(0, tokens, ctx), ctx).shape == (1, 1 + 4 + 4, 32)
+
+
+def test_dinov3_training_checkpoint_converts_and_loads_alike(tmp_path):
+    """A DINO training checkpoint (teacher → backbone.* beside the projection heads, logging objects pickled
+    beside it) is accepted by `rsmoe convert dinov3-original` and by backbone.pretrained, with the same weights."""
+    from rsmoe.models.backbones import build_backbone
+    from rsmoe.models.backbones.dinov3 import DINOv3Backbone
+
+    sd = dinov3_original_state(seed=3)
+    teacher = {f"backbone.{k}": v for k, v in sd.items()}
+    teacher.update({"dino_head.mlp.0.weight": torch.zeros(8, 32), "ibot_head.mlp.0.weight": torch.zeros(8, 32)})
+    src = tmp_path / "training_checkpoint.pth"
+    torch.save({"teacher": teacher, "iteration": 1249, "logs": LoggingState()}, src)
+    with pytest.raises(Exception):
+        torch.load(src, weights_only=True)  # needs the placeholders
+    cfg = {"hidden_size": 32, "num_hidden_layers": 2, "intermediate_size": 64, "num_attention_heads": 2,
+           "patch_size": 16, "num_register_tokens": 4}
+    direct = build_backbone("dinov3", pretrained=str(src), config=cfg)
+    converted = DINOv3Backbone.from_pretrained(convert_dinov3_original(src, tmp_path / "dir", arch=json.dumps(cfg)))
+    mine, theirs = direct.model.state_dict(), converted.model.state_dict()
+    assert set(mine) == set(theirs)
+    for key in mine:
+        assert torch.equal(mine[key], theirs[key]), key
+    torch.testing.assert_close(mine["model.layer.1.attention.q_proj.weight"], sd["blocks.1.attn.qkv.weight"][:32])
+    bad = tmp_path / "bad.pth"
+    torch.save({"teacher": {**teacher, "backbone.blocks.0.surprise": torch.zeros(1)}}, bad)
+    for load in (lambda: build_backbone("dinov3", pretrained=str(bad), config=cfg),
+                 lambda: convert_dinov3_original(bad, tmp_path / "bad_dir", arch=json.dumps(cfg))):
+        with pytest.raises(CheckpointError, match=r"bad\.pth.*blocks\.0\.surprise"):
+            load()
 
 
 def test_dinov3_config_inference_at_vitl_shapes():
@@ -683,15 +778,19 @@ def test_depth_anything_errors(tmp_path):
     torch.save(sd, src)
     with pytest.raises(ValueError, match=r"blocks\.0\.attn\.qkv\.weight.*q_proj.*\(32, 31\).*\(32, 32\)"):
         convert_depth_anything_original(src, tmp_path / "x")
-    with pytest.raises(FileNotFoundError, match="missing.pth"):
+    with pytest.raises(CheckpointError, match="missing.pth"):
         convert_depth_anything_original(tmp_path / "missing.pth", tmp_path / "y")
 
 
 # ================================================================================================================
-# DOFA (authors' file with extras, wrapped) → tensors-only .pth
+# DOFA (authors' file with extras, wrapped) → .safetensors with the kernel layout in its metadata
 # ================================================================================================================
-def test_dofa_original_normalised_and_loadable(tmp_path):
+@pytest.mark.parametrize("layout", [None, "legacy"])
+def test_dofa_original_normalised_and_loadable(tmp_path, layout):
+    from safetensors import safe_open
+
     from rsmoe.models.backbones.dofa import DOFABackbone
+    from rsmoe.models.backbones.dofa_weights import file_sha256
 
     size = {"embed_dim": 32, "depth": 2, "num_heads": 2, "patch_size": 16, "pretrain_grid": 2}
     ref = DOFABackbone.from_config(size, seed=4)
@@ -700,12 +799,42 @@ def test_dofa_original_normalised_and_loadable(tmp_path):
                   "module.projector.0.weight": torch.zeros(4, 32), "module.head.weight": torch.zeros(5, 32)})
     src = tmp_path / "DOFA_tiny_e100.pth"
     torch.save({"model": state, "epoch": 99}, src)
-    out = convert_dofa(src, tmp_path / "dofa_tiny.pth", size=size)
-    saved = torch.load(out, weights_only=True)
-    assert set(saved) == set(ref.state_dict())
-    loaded = DOFABackbone.from_checkpoint(out, size=size)
+    argv = ["dofa-original", str(src), str(tmp_path / "dofa_tiny.safetensors"), "--dofa-size", "base"]
+    with pytest.raises(CheckpointError, match=r"shape mismatch for DOFA-base: cls_token"), \
+            pytest.warns(UserWarning, match="not a known post-fix"):
+        run_convert_from_args(_convert_args(*argv))
+    with pytest.warns(UserWarning, match="not a known post-fix DOFA release") if layout is None else _no_warning():
+        out = convert_dofa(src, tmp_path / "dofa_tiny.safetensors", size=size, kernel_layout=layout)
+    with safe_open(str(out), framework="pt") as f:
+        meta, keys = f.metadata(), set(f.keys())
+    assert keys == set(ref.state_dict())  # extras and the module./model wrappers gone
+    assert meta["kernel_layout"] == (layout or "band_major") and meta["source_sha256"] == file_sha256(src)
+    with pytest.raises(ConfigError, match=r"\.safetensors"):
+        convert_dofa(src, tmp_path / "dofa_tiny.pth", size=size)
+    loaded = DOFABackbone.from_checkpoint(out, size=size) if layout else _quiet_load(out, size)
+    assert loaded.patch_embed.kernel_layout == (layout or "band_major")
     for k, v in ref.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[k], v)
+
+
+def _no_warning():
+    import contextlib
+    import warnings
+
+    @contextlib.contextmanager
+    def ctx():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            yield
+
+    return ctx()
+
+
+def _quiet_load(path, size):
+    from rsmoe.models.backbones.dofa import DOFABackbone
+
+    with pytest.warns(UserWarning, match="not a known post-fix"):
+        return DOFABackbone.from_checkpoint(path, size=size)
 
 
 # ================================================================================================================

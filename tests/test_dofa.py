@@ -5,14 +5,26 @@ The reference computations here are written out by hand from the public DOFA cod
 """
 from __future__ import annotations
 
+import argparse
 import math
+import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from rsmoe.errors import CheckpointError
 from rsmoe.models.backbones.base import tokens_to_map
-from rsmoe.models.backbones.dofa import DOFABackbone, DOFAConfig, resample_pos_embed, sincos_pos_embed_2d
+from rsmoe.models.backbones.dofa import (
+    DOFA_SIZES,
+    DOFABackbone,
+    DOFAConfig,
+    resample_pos_embed,
+    sincos_pos_embed_2d,
+)
+
+# Random test files are no known DOFA release: the SHA-256 warning is expected everywhere except where tested.
+pytestmark = pytest.mark.filterwarnings("ignore:.*not a known post-fix DOFA release:UserWarning")
 
 # A tiny DOFA: width 32, 2 blocks, 2 heads, patch 4, 4×4 pre-training grid (16-pixel images).
 D, DEPTH, HEADS, P, G = 32, 2, 2, 4, 4
@@ -211,13 +223,19 @@ def reference_kernel(sd: dict[str, torch.Tensor], waves: list[float], layout: st
     rows = lin(out[128 : 128 + c] + code, g + "fc_weight")  # C × (P·P·D): band c's kernel slice
     bias = lin(out[-1], g + "fc_bias") * 0.01
     weight = torch.empty(D, c, P, P)
-    for band in range(c):
-        for y in range(P):
-            for xx in range(P):
-                start = (y * P + xx) * D
-                weight[:, band, y, xx] = rows[band, start : start + D]
-    if layout == "legacy":
-        weight = rows.reshape(D, c, P, P)
+    if layout == "band_major":  # fixed code: row c read as P × P × D, i.e. element (y·P + x)·D + o
+        for band in range(c):
+            for y in range(P):
+                for xx in range(P):
+                    start = (y * P + xx) * D
+                    weight[:, band, y, xx] = rows[band, start : start + D]
+    else:  # pre-fix code: the C·P·P·D numbers, in row order, read as a D × C × P × P array
+        flat = [float(v) for v in rows.flatten()]
+        for o in range(D):
+            for band in range(c):
+                for y in range(P):
+                    for xx in range(P):
+                        weight[o, band, y, xx] = flat[((o * c + band) * P + y) * P + xx]
     return weight * 0.01, bias
 
 
@@ -236,6 +254,93 @@ def test_legacy_kernel_layout(public_state, tmp_path):
     m = DOFABackbone.from_checkpoint(path, size=TINY, kernel_layout="legacy")
     weight, _ = m.patch_kernel(WAVES4)
     torch.testing.assert_close(weight, reference_kernel(public_state, WAVES4, "legacy")[0], rtol=1e-4, atol=1e-6)
+    band_major = reference_kernel(public_state, WAVES4, "band_major")[0]
+    assert (weight - band_major).abs().max() > 1e-3  # the two layouts really differ
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Kernel layout: stored by `rsmoe convert dofa-*`, inferred from known release hashes, warned about otherwise
+
+
+@pytest.fixture
+def tiny_is_a_size(monkeypatch):
+    """Let size inference recognise the tiny test architecture (as it recognises 'base' for a real file)."""
+    monkeypatch.setitem(DOFA_SIZES, "tiny", TINY)
+
+
+@pytest.mark.parametrize("layout", ["band_major", "legacy"])
+def test_convert_then_load_keeps_the_layout(public_state, tmp_path, tiny_is_a_size, layout):
+    from rsmoe.convert import run_convert_from_args
+    from rsmoe.convert.cli import add_convert_arguments
+    from rsmoe.models.backbones import build_backbone
+
+    src = tmp_path / "DOFA_ViT_tiny_e100.pth"
+    torch.save(public_state | random_state(AUTHOR_EXTRAS, seed=1), src)
+    out = tmp_path / f"dofa_{layout}.safetensors"
+    parser = argparse.ArgumentParser()
+    add_convert_arguments(parser)
+    assert run_convert_from_args(parser.parse_args(["dofa-original", str(src), str(out),
+                                                    "--kernel-layout", layout])) == 0
+    m = build_backbone("dofa", pretrained=str(out), config={})  # backbone.pretrained, no kernel_layout given
+    assert m.patch_embed.kernel_layout == layout and m.config.embed_dim == D
+    for waves in (WAVES4, WAVES32[:7]):
+        ref_weight, ref_bias = reference_kernel(public_state, waves, layout)
+        weight, bias = m.patch_kernel(waves)
+        torch.testing.assert_close(weight, ref_weight, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(bias, ref_bias, rtol=1e-4, atol=1e-6)
+    other = "legacy" if layout == "band_major" else "band_major"
+    with pytest.raises(CheckpointError, match=f"converted with kernel_layout '{layout}'.*asks for '{other}'"):
+        build_backbone("dofa", pretrained=str(out), config={"kernel_layout": other})
+
+
+def test_config_layout_without_size_infers_the_size(public_state, tmp_path, tiny_is_a_size):
+    from rsmoe.models.backbones import build_backbone
+
+    path = tmp_path / "DOFA_ViT_tiny_e100.pth"
+    torch.save(public_state, path)
+    m = build_backbone("dofa", pretrained=str(path), config={"kernel_layout": "legacy"})
+    assert (m.config.embed_dim, m.config.depth, m.config.num_heads, m.config.patch_size) == (D, DEPTH, HEADS, P)
+    assert m.patch_embed.kernel_layout == "legacy"
+    torch.testing.assert_close(m.patch_kernel(WAVES4)[0], reference_kernel(public_state, WAVES4, "legacy")[0],
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_release_hashes_decide_and_warn(public_state, tmp_path, monkeypatch):
+    from rsmoe.models.backbones import dofa_weights
+    from rsmoe.models.backbones.dofa_weights import file_sha256
+
+    path = tmp_path / "dofa_base_patch16_224-xxxxxxxx.pth"
+    torch.save(public_state, path)
+    sha = file_sha256(path)
+    with pytest.warns(UserWarning, match=f"SHA-256 {sha[:12]}… is not a known post-fix DOFA release"):
+        assert DOFABackbone.from_checkpoint(path, size=TINY).patch_embed.kernel_layout == "band_major"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an explicit legacy request: nothing to warn about
+        assert DOFABackbone.from_checkpoint(path, size=TINY, kernel_layout="legacy").patch_embed.kernel_layout == \
+            "legacy"
+    monkeypatch.setitem(dofa_weights.POST_FIX_SHA256, sha, "DOFA_ViT_tiny_e100.pth (test)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a known post-fix release: band_major, silently
+        assert DOFABackbone.from_checkpoint(path, size=TINY).patch_embed.kernel_layout == "band_major"
+    monkeypatch.delitem(dofa_weights.POST_FIX_SHA256, sha)
+    monkeypatch.setitem(dofa_weights.PRE_FIX_TORCHGEO_PREFIXES, sha[:8], "dofa_tiny-prefix.pth (test)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a known pre-fix TorchGeo file: legacy without being asked
+        assert DOFABackbone.from_checkpoint(path, size=TINY).patch_embed.kernel_layout == "legacy"
+    with pytest.warns(UserWarning, match="needs kernel_layout 'legacy', but 'band_major' is used"):
+        DOFABackbone.from_checkpoint(path, size=TINY, kernel_layout="band_major")
+
+
+def test_known_release_table():
+    """The hashes quoted from the releases (authors' re-uploads; TorchGeo's file-name prefixes before/after #2256)."""
+    from rsmoe.models.backbones.dofa_weights import known_release
+
+    base = "4720985e42b918ac0307009eb06121a3435d9bbce6fd95446f84824a538165b1"
+    large = "ea9910bc026268ca36c30b76fd1169aeaca9ea51af5eaff840a20f150ea03d49"
+    assert known_release(base)[0] == known_release(large)[0] == "band_major"
+    assert known_release("7cc0f413" + "0" * 56)[0] == known_release("fbd47fa9" + "0" * 56)[0] == "legacy"
+    assert known_release("a0275954" + "0" * 56)[0] == known_release("0ff904d3" + "0" * 56)[0] == "band_major"
+    assert known_release("4720985e" + "0" * 56) == (None, None)  # the authors' files are matched in full
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -305,7 +410,7 @@ def test_sincos_table_follows_mae():
 
 def test_missing_file_error(tmp_path):
     path = tmp_path / "nope" / "DOFA_ViT_base_e100.pth"
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(CheckpointError) as err:
         DOFABackbone.from_checkpoint(path, size="base")
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
@@ -331,8 +436,8 @@ def test_missing_and_unexpected_key_errors(public_state, tmp_path):
         DOFABackbone.from_checkpoint(path, size=TINY)
     msg = str(err.value)
     assert "\n" not in msg
-    assert "missing 1 keys: patch_embed.weight_generator.bias_token" in msg
-    assert "unexpected 1 keys: decoder_pred.weight" in msg
+    assert "missing 1 key(s): patch_embed.weight_generator.bias_token" in msg
+    assert "unexpected 1 key(s): decoder_pred.weight" in msg
     with pytest.warns(UserWarning, match="bias_token"):
         m = DOFABackbone.from_checkpoint(path, size=TINY, strict=False)
     assert torch.equal(m.state_dict()["blocks.0.attn.qkv.weight"], public_state["blocks.0.attn.qkv.weight"])

@@ -12,7 +12,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .loading import _check_keys, _prepare_output, _short, _tensor_dict, load_torch_file
+from ..errors import CheckpointError, ConfigError
+from ..io.torch_files import check_keys, read_state_dict, short_list
+from .output import atomic_directory, check_output
 
 
 # ================================================================================================================
@@ -20,9 +22,10 @@ from .loading import _check_keys, _prepare_output, _short, _tensor_dict, load_to
 # ================================================================================================================
 # Original naming (Depth Anything's DINOv2 under ``pretrained.``, the DPT head under ``depth_head.``) → transformers
 # 5.x naming. Provenance: transformers' convert_depth_anything_to_hf.py / convert_prompt_depth_anything_to_hf.py
-# (read in the public code index) for the original names; the transformers 5.x target names were read from the
-# installed DepthAnythingForDepthEstimation / PromptDepthAnythingForDepthEstimation state dicts (5.x renamed the
-# DINOv2 attention to q_proj/k_proj/v_proj/o_proj). Refinenet k (1…4) is fusion layer 4 − k.
+# (github.com/huggingface/transformers, src/transformers/models/{depth_anything,prompt_depth_anything}) for the
+# original names; the transformers 5.x target names were read from the installed DepthAnythingForDepthEstimation /
+# PromptDepthAnythingForDepthEstimation state dicts (5.x renamed the DINOv2 attention to q_proj/k_proj/v_proj/
+# o_proj). Refinenet k (1…4) is fusion layer 4 − k.
 _DA_ENCODER_RENAMES: list[tuple[str, str]] = [
     (r"^cls_token$", "embeddings.cls_token"),
     (r"^mask_token$", "embeddings.mask_token"),
@@ -67,8 +70,8 @@ def _strip_to(state: Mapping[str, Tensor], anchors: Sequence[str], where: str) -
             if pos >= 0 and (pos == 0 or key[pos - 1] == "."):
                 prefix = key[:pos]
                 return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    raise ValueError(f"{where}: no key contains {' or '.join(repr(a) for a in anchors)}: not a Depth Anything "
-                     f"checkpoint (keys: {_short(list(state))})")
+    raise CheckpointError(f"{where}: no key contains {' or '.join(repr(a) for a in anchors)}: not a Depth Anything "
+                     f"checkpoint (keys: {short_list(list(state))})")
 
 
 def depth_anything_config_from_state(state: Mapping[str, Tensor], *, prompt: bool = False, variant: str = "v2",
@@ -79,23 +82,23 @@ def depth_anything_config_from_state(state: Mapping[str, Tensor], *, prompt: boo
     from transformers import DepthAnythingConfig, Dinov2Config, PromptDepthAnythingConfig
 
     if variant not in ("v1", "v2"):
-        raise ValueError(f"variant must be 'v1' or 'v2', got {variant!r}")
+        raise ConfigError(f"variant must be 'v1' or 'v2', got {variant!r}")
     need = ("pretrained.cls_token", "pretrained.pos_embed", "pretrained.patch_embed.proj.weight",
             "pretrained.blocks.0.mlp.fc1.weight")
     if "pretrained.blocks.0.mlp.w12.weight" in state:
-        raise ValueError("SwiGLU DINOv2 encoders (ViT-g) are not supported by the Depth Anything converter")
+        raise CheckpointError("SwiGLU DINOv2 encoders (ViT-g) are not supported by the Depth Anything converter")
     missing = [k for k in need if k not in state]
     if missing:
-        raise ValueError(f"not a Depth Anything state dict: missing {', '.join(missing)}")
+        raise CheckpointError(f"not a Depth Anything state dict: missing {', '.join(missing)}")
     hidden = int(state["pretrained.cls_token"].shape[-1])
     depth = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("pretrained.blocks."))
     patch = int(state["pretrained.patch_embed.proj.weight"].shape[-1])
     grid = math.isqrt(int(state["pretrained.pos_embed"].shape[1]) - 1)
     if grid * grid != int(state["pretrained.pos_embed"].shape[1]) - 1:
-        raise ValueError(f"pretrained.pos_embed {tuple(state['pretrained.pos_embed'].shape)} is not a square grid")
+        raise CheckpointError(f"pretrained.pos_embed {tuple(state['pretrained.pos_embed'].shape)} is not a square grid")
     inter = int(state["pretrained.blocks.0.mlp.fc1.weight"].shape[0])
     if inter % hidden:
-        raise ValueError(f"MLP width {inter} is not a multiple of the width {hidden}")
+        raise CheckpointError(f"MLP width {inter} is not a multiple of the width {hidden}")
     if variant == "v1" and not prompt:
         taps = list(range(depth - 3, depth + 1))
     else:
@@ -109,7 +112,7 @@ def depth_anything_config_from_state(state: Mapping[str, Tensor], *, prompt: boo
     if encoder_only:
         return backbone
     if "depth_head.scratch.layer1_rn.weight" not in state:
-        raise ValueError("no depth_head.* weights (depth_head.scratch.layer1_rn.weight); use --encoder-only")
+        raise CheckpointError("no depth_head.* weights (depth_head.scratch.layer1_rn.weight); use --encoder-only")
     neck = [int(state[f"depth_head.projects.{i}.weight"].shape[0]) for i in range(4)]
     kwargs = dict(backbone_config=backbone, reassemble_hidden_size=hidden, patch_size=patch,
                   fusion_hidden_size=int(state["depth_head.scratch.layer1_rn.weight"].shape[0]),
@@ -169,7 +172,7 @@ def convert_depth_anything_state_dict(state: Mapping[str, Tensor], *, encoder_on
         else:
             ignored.append(key)
     if unknown:
-        raise ValueError(f"unrecognised keys in the Depth Anything checkpoint: {_short(unknown)}")
+        raise CheckpointError(f"unrecognised keys in the Depth Anything checkpoint: {short_list(unknown)}")
     return out, ignored
 
 
@@ -182,9 +185,9 @@ def convert_depth_anything_original(src: str | os.PathLike, out_dir: str | os.Pa
     from ..seeding import seeded
 
     src, out = Path(src), Path(out_dir)
+    check_output(out, force=force)
     what = "Prompt Depth Anything checkpoint" if prompt else "Depth Anything checkpoint"
-    state = _tensor_dict(load_torch_file(src, what), src)
-    state = _strip_to(state, ("pretrained.", "depth_head."), str(src))
+    state = _strip_to(read_state_dict(src, what), ("pretrained.", "depth_head."), str(src))
     config = depth_anything_config_from_state(state, prompt=prompt, variant=variant, encoder_only=encoder_only,
                                               depth_type=depth_type, max_depth=max_depth)
     sources: dict[str, str] = {}
@@ -196,17 +199,16 @@ def convert_depth_anything_original(src: str | os.PathLike, out_dir: str | os.Pa
     with torch.device("meta"):
         skeleton = model_cls(config)
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
-    if "embeddings.mask_token" in expected or "backbone.embeddings.mask_token" in expected:
-        mt = "embeddings.mask_token" if encoder_only else "backbone.embeddings.mask_token"
-        if mt in tensors and tensors[mt].dim() == 3:  # some exports keep it 1×1×D
-            tensors[mt] = tensors[mt].reshape(expected[mt])
-    _check_keys(str(src), tensors, expected, names=lambda k: f"{sources[k]} (→ {k})" if k in sources else k)
+    mt = "embeddings.mask_token" if encoder_only else "backbone.embeddings.mask_token"
+    if mt in expected and mt in tensors and tensors[mt].dim() == 3:  # some exports keep it 1×1×D
+        tensors[mt] = tensors[mt].reshape(expected[mt])
+    check_keys(src, tensors, expected, names=lambda k: f"{sources[k]} (→ {k})" if k in sources else k)
     with seeded(0):
         model = model_cls(config)
     model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
-    _prepare_output(out, directory=True, force=force)
-    model.save_pretrained(out)
+    with atomic_directory(out) as tmp:
+        model.save_pretrained(tmp)
     if ignored:
-        print(f"note: ignored {len(ignored)} key(s) outside pretrained.*/depth_head.*: {_short(ignored)}",
+        print(f"note: ignored {len(ignored)} key(s) outside pretrained.*/depth_head.*: {short_list(ignored)}",
               file=sys.stderr)
     return out

@@ -10,7 +10,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .loading import _check_keys, _prepare_output, _tensor_dict, load_torch_file
+from ..errors import CheckpointError, ConfigError
+from ..io.torch_files import check_keys
+from .output import atomic_directory, check_output
 
 
 # ================================================================================================================
@@ -24,14 +26,14 @@ def dinov3_config_from_state(state: Mapping[str, Tensor], arch: str | Mapping[st
     need = ("cls_token", "patch_embed.proj.weight")
     missing = [k for k in need if k not in state]
     if missing:
-        raise ValueError(f"not an original DINOv3 state dict (no {', '.join(missing)})")
+        raise CheckpointError(f"not an original DINOv3 state dict (no {', '.join(missing)})")
     hidden = int(state["cls_token"].shape[-1])
     patch = state["patch_embed.proj.weight"]
     depth = 1 + max((int(k.split(".")[1]) for k in state if k.startswith("blocks.")), default=-1)
     gated = "blocks.0.mlp.w1.weight" in state
     inter_key = "blocks.0.mlp.w1.weight" if gated else "blocks.0.mlp.fc1.weight"
     if inter_key not in state:
-        raise ValueError(f"original DINOv3 state dict has no {inter_key}")
+        raise CheckpointError(f"original DINOv3 state dict has no {inter_key}")
     fields: dict[str, Any] = dict(
         hidden_size=hidden,
         num_hidden_layers=depth,
@@ -49,9 +51,12 @@ def dinov3_config_from_state(state: Mapping[str, Tensor], arch: str | Mapping[st
     if isinstance(arch, str):
         arch = arch.strip()
         if arch.startswith("{"):
-            arch = json.loads(arch)
+            try:
+                arch = json.loads(arch)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"--arch is not valid JSON ({exc.msg} at column {exc.colno}): {arch}") from None
         elif arch not in DINOV3_PRESETS:
-            raise ValueError(f"unknown DINOv3 preset {arch!r}; known: {sorted(DINOV3_PRESETS)} or a JSON dict")
+            raise ConfigError(f"unknown DINOv3 preset {arch!r}; known: {sorted(DINOV3_PRESETS)} or a JSON dict")
         else:
             arch = DINOV3_PRESETS[arch]
     if arch:
@@ -61,29 +66,27 @@ def dinov3_config_from_state(state: Mapping[str, Tensor], arch: str | Mapping[st
 
 def convert_dinov3_original(src: str | os.PathLike, out_dir: str | os.PathLike, *,
                             arch: str | Mapping[str, Any] | None = None, force: bool = False) -> Path:
-    """Original DINOv3 ``.pth`` → ``DINOv3ViTModel`` directory (``config.json`` + safetensors)."""
+    """Original DINOv3 ``.pth`` (release file or training checkpoint, read as ``backbone.pretrained`` reads it)
+    → ``DINOv3ViTModel`` directory (``config.json`` + safetensors), written atomically."""
     from transformers import DINOv3ViTModel
 
-    from ..models.backbones.dinov3 import convert_dinov3_original_state_dict
+    from ..models.backbones.dinov3 import convert_dinov3_original_state_dict, read_dinov3_original
     from ..seeding import seeded
 
     src, out = Path(src), Path(out_dir)
-    raw = load_torch_file(src, "DINOv3 checkpoint")
-    if isinstance(raw, Mapping) and isinstance(raw.get("teacher"), Mapping):  # a DINOv3 training checkpoint
-        raw = {k[len("backbone."):]: v for k, v in raw["teacher"].items() if k.startswith("backbone.")}
-    state = _tensor_dict(raw, src, keys=("model", "state_dict"))
+    check_output(out, force=force)
+    state = read_dinov3_original(src)
     config = dinov3_config_from_state(state, arch)
     try:
         converted = convert_dinov3_original_state_dict(state)
     except KeyError as exc:
-        raise ValueError(f"{src}: {exc.args[0] if exc.args else exc}") from None
+        raise CheckpointError(f"{src}: {exc.args[0] if exc.args else exc}") from None
     with torch.device("meta"):
         model = DINOv3ViTModel(config)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    _check_keys(str(src), converted, expected)
+    check_keys(src, converted, {k: tuple(v.shape) for k, v in model.state_dict().items()})
     with seeded(0):
         model = DINOv3ViTModel(config)
     model.load_state_dict({k: v.float() for k, v in converted.items()}, strict=True)
-    _prepare_output(out, directory=True, force=force)
-    model.save_pretrained(out)
+    with atomic_directory(out) as tmp:
+        model.save_pretrained(tmp)
     return out

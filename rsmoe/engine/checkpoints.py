@@ -163,7 +163,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Rebuild the model of a checkpoint (frozen weights from the config's references) and load its tensors."""
     tensors, meta = read_checkpoint(path)
     model = build_model(meta.config, len(meta.class_names), meta.wavelengths, class_names=meta.class_names,
-                        ignore_index=meta.ignore_index)
+                        ignore_index=meta.ignore_index, load_adapter_pretrained=False)
     load_trainable(model, tensors, path)
     return model.to(map_location).eval(), meta
 

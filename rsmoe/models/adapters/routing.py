@@ -1,4 +1,6 @@
-"""Noisy top-k token routing and the load-balancing loss (SPEC-spectralmoe §4).
+"""Noisy top-k token routing and the load-balancing loss of SpectralMoE (arXiv 2603.13352; supplementary §8.1 for
+the gating functions; the public router is ``SpectralMoE/models/backbones/depthmoe.py`` in
+github.com/daxichen/SpectralMoE-main).
 
 One router per layer and modality sends every token x ∈ R^d to k of E experts. Shapes use T for the number of
 routed tokens (B·N flattened).
@@ -52,9 +54,10 @@ def clean_logits(x: Tensor, w_gate: Tensor, gating: str, p: float = 2.0) -> Tens
     if gating == "laplace":
         return -torch.cdist(x, centres, p=p)
     if gating == "gaussian":
-        # ‖x − w‖² expanded; clamp tiny negative round-off
-        sq = (x * x).sum(-1, keepdim=True) - 2 * x @ w_gate + (centres * centres).sum(-1)[None, :]
-        return -sq.clamp_min(0)
+        # the square of torch.cdist, as the public code computes it (SpectralMoE's depthmoe.py `_get_logits`:
+        # -torch.pow(torch.cdist(x, w_gate.t()), 2)). Expanding ‖x‖² − 2x·w + ‖w‖² instead rounds differently,
+        # and the noisy load estimate amplifies that into training gradients ~1e-4 (relative) off the public layer.
+        return -torch.cdist(x, centres) ** 2
     raise ValueError(f"unknown gating {gating!r}; expected one of {GATINGS}")
 
 

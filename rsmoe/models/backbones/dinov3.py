@@ -8,8 +8,9 @@ forward and keeps them in ``ctx.extras["rope"]``.
 The model must stay in eval mode: in training mode the RoPE module jitters/rescales the patch coordinates
 (``pos_embed_rescale = 2`` in the released configs). :class:`~rsmoe.models.backbones.base.FrozenBackbone` pins it.
 
-Also here: :func:`load_dinov3_original_state_dict`, which renames an original Meta DINOv3 ``.pth`` state dict to
-the transformers naming, so the checkpoints the public SpectralMoE code uses load without a hub download.
+Also here: :func:`read_dinov3_original` and :func:`load_dinov3_original_state_dict`, which read an original Meta
+DINOv3 ``.pth`` (release file or training checkpoint) and rename it to the transformers naming, so the checkpoints
+the public SpectralMoE code uses load without a hub download.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from torch import Tensor, nn
 from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
 from .bands import BandInit, adapt_patch_kernel
+from ...errors import CheckpointError
+from ...io.torch_files import check_keys, read_state_dict
 from ...seeding import seeded
 from .base import BlockContext, FrozenBackbone
 
@@ -232,7 +235,13 @@ class DINOv3Backbone(FrozenBackbone):
         """Build from an original Meta DINOv3 ``.pth``; ``config`` gives the architecture (a dict, a config, or
         a :data:`DINOV3_PRESETS` name such as ``'vitl16'``)."""
         cfg = cls.make_config(config)
-        state = load_dinov3_original_state_dict(path)
+        try:
+            state = load_dinov3_original_state_dict(path)
+        except KeyError as exc:
+            raise CheckpointError(f"{path}: {exc.args[0] if exc.args else exc}") from None
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in DINOv3ViTModel(cfg).state_dict().items()}
+        check_keys(path, state, expected)  # one line naming the keys and shapes, before any weight is drawn
         with seeded(0):
             model = DINOv3ViTModel(cfg)
         model.load_state_dict(state, strict=True)
@@ -319,17 +328,19 @@ def convert_dinov3_original_state_dict(state: Mapping[str, Tensor]) -> dict[str,
     return out
 
 
+def read_dinov3_original(path: str | os.PathLike) -> dict[str, Tensor]:
+    """The original-naming state dict of a Meta DINOv3 ``.pth``: a release file (bare), a training checkpoint
+    (``teacher`` → ``backbone.*``) or any wrapper :func:`rsmoe.io.torch_files.extract_state_dict` opens. Read
+    with ``weights_only=True``; one-line :class:`~rsmoe.errors.CheckpointError` on failure. ``rsmoe convert
+    dinov3-original`` and ``backbone.pretrained`` both read through here, so they accept the same files."""
+    return read_state_dict(path, "DINOv3 original checkpoint", prefix="backbone.")
+
+
 def load_dinov3_original_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
-    """Load an original Meta DINOv3 ``.pth`` (``torch.load(weights_only=True)``) and rename it to the
-    transformers naming (see :func:`convert_dinov3_original_state_dict`). Returns a state dict for
+    """:func:`read_dinov3_original` renamed to the transformers naming (see
+    :func:`convert_dinov3_original_state_dict`; unknown keys raise ``KeyError``). Returns a state dict for
     ``DINOv3ViTModel.load_state_dict(..., strict=True)``."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"DINOv3 original checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
-        state = state["model"]
-    return convert_dinov3_original_state_dict(state)
+    return convert_dinov3_original_state_dict(read_dinov3_original(path))
 
 
 __all__ = [
@@ -337,4 +348,5 @@ __all__ = [
     "DINOv3Backbone",
     "convert_dinov3_original_state_dict",
     "load_dinov3_original_state_dict",
+    "read_dinov3_original",
 ]

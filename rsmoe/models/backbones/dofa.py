@@ -20,13 +20,9 @@ Facts taken from the public code (zhu-xlab/DOFA ``wave_dynamic_layer.py`` / ``do
 ``torchgeo/models/dofa.py``), which this file re-implements (timm/torchgeo cannot be installed here):
 
 - **Kernel layout.** The generated ``C × (p·p·D)`` matrix is read as ``C × p × p × D`` and permuted to the
-  ``D × C × p × p`` conv weight (``band_major``, the default). The first release (March 2024) instead *viewed*
-  the matrix as ``D × C × p × p`` without a permute, which scrambles bands across output channels; TorchGeo
-  PR #2256 (Aug 2024) fixed this and the authors retrained and re-published the weights (TorchGeo's files
-  changed hash; the authors' README points to the Hugging Face repo XShadow/DOFA and asks for the "new"
-  ``wave_dynamic_layer.py``). TorchGeo's current code uses the fixed layout. Pre-fix checkpoints (e.g. TorchGeo
-  ``dofa_base_patch16_224-7cc0f413.pth``, and possibly older downloads of ``DOFA_ViT_*_e100.pth``) have the
-  same keys and shapes, so nothing in the file tells the two apart: load those with ``kernel_layout="legacy"``.
+  ``D × C × p × p`` conv weight (``band_major``, the default, right for every release since 2024-09-01); files
+  released before the fix need ``legacy`` (the matrix viewed directly as ``D × C × p × p``). Which file needs
+  which, and how the layout is stored in a converted file, is in :mod:`rsmoe.models.backbones.dofa_weights`.
 - **Conv padding and grid.** The public conv uses ``padding=1``, giving ``floor((H + 2 - p) / p) + 1`` rows:
   ``H / p`` when p divides H (224 → 14), but one extra row when ``H mod p >= p - 2``. Patch ``j`` covers input
   rows ``j·p - 1 … j·p + p - 2`` (one zero-padded row at the top/left; the last image row/column is never
@@ -39,14 +35,12 @@ Facts taken from the public code (zhu-xlab/DOFA ``wave_dynamic_layer.py`` / ``do
   persistent buffer here, same key). Row 0 belongs to CLS (zeros in MAE), and CLS gets it by
   ``cls_token + pos_embed[:, :1]``. For another grid the patch rows are resized bicubically
   (``align_corners=False``), the CLS row is kept.
-- **Key naming.** The authors' ``DOFA_ViT_{base,large}_e100.pth`` is a bare state dict with the module's keys
-  (``patch_embed.weight_generator.*``, ``patch_embed.fclayer.*``, ``cls_token``, ``pos_embed``, ``blocks.N.*``)
-  plus the pre-training extras ``mask_token``, ``norm.*``, ``projector.*``. TorchGeo's module uses the same
-  attribute names (its ``DOFAEmbedding`` has the same ``weight_generator``/``fclayer`` children) and its files
-  hold exactly the backbone keys (no ``norm``/``fc_norm``/``head``). Fine-tuned classifiers add ``fc_norm.*`` /
-  ``head.*``. All of these extras are ignored here; anything else unexpected is an error when ``strict``.
-  DOFA v2 (``dofav2_*.pth``: timm ``VisionTransformer`` under ``model.*`` with LayerScale) is a different
-  architecture and is refused with a clear message.
+- **Key naming.** The public files use the module's keys (``patch_embed.weight_generator.*``,
+  ``patch_embed.fclayer.*``, ``cls_token``, ``pos_embed``, ``blocks.N.*``); TorchGeo's ``DOFAEmbedding`` has the
+  same ``weight_generator``/``fclayer`` children. The pre-training / classification extras are dropped (see
+  :mod:`~rsmoe.models.backbones.dofa_weights`); anything else unexpected is an error when ``strict``. DOFA v2
+  (``dofav2_*.pth``: timm ``VisionTransformer`` under ``model.*`` with LayerScale) is a different architecture
+  and is refused with a clear message.
 
 Wavelengths may be given per batch row, shape (B, C): samples that share a wavelength row share one generated
 kernel (one convolution per distinct row), so mixed-sensor batches work.
@@ -64,11 +58,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rsmoe.errors import CheckpointError, ConfigError
+from rsmoe.io.torch_files import KeyReport, compare_keys
 from rsmoe.models.backbones.base import BlockContext, FrozenBackbone
+from rsmoe.models.backbones.dofa_weights import KERNEL_LAYOUTS, read_dofa_weights, resolve_kernel_layout
 from rsmoe.seeding import seeded
 
 __all__ = [
     "DOFA_SIZES",
+    "dofa_config_for",
     "DOFABackbone",
     "DOFAConfig",
     "DynamicPatchEmbed",
@@ -77,9 +75,6 @@ __all__ = [
     "wavelength_encoding",
 ]
 
-# Prefixes / names in public checkpoints that are not part of the backbone (pre-training or classification).
-IGNORED_KEY_PREFIXES = ("head.", "fc_norm.", "norm.", "projector.")
-IGNORED_KEYS = ("mask_token",)
 MAX_WAVELENGTH_UM = 100.0  # above this the values are almost surely nm (DOFA's SAR code 5.405 is < 100)
 
 
@@ -97,13 +92,13 @@ class DOFAConfig:
     num_weight_tokens: int = 128
     generator_heads: int = 4
     generator_ff: int = 2048
-    kernel_layout: str = "band_major"  # "legacy" for checkpoints released before the Aug-2024 fix
+    kernel_layout: str = "band_major"  # "legacy" for files released before the fix of 2024-09-01 (dofa_weights)
 
     def __post_init__(self) -> None:
-        if self.kernel_layout not in ("band_major", "legacy"):
-            raise ValueError(f"kernel_layout must be 'band_major' or 'legacy', got {self.kernel_layout!r}")
+        if self.kernel_layout not in KERNEL_LAYOUTS:
+            raise ConfigError(f"kernel_layout must be one of {list(KERNEL_LAYOUTS)}, got {self.kernel_layout!r}")
         if self.embed_dim % self.num_heads or self.embed_dim % 4:
-            raise ValueError(
+            raise ConfigError(
                 f"embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads} and by 4"
             )
 
@@ -120,11 +115,11 @@ class DOFAConfig:
             named = fields.pop("size", None)
             unknown = sorted(set(fields) - set(cls.__dataclass_fields__))
             if unknown:
-                raise ValueError(f"unknown DOFA config fields {unknown}; known: {sorted(cls.__dataclass_fields__)}")
+                raise ConfigError(f"unknown DOFA config fields {unknown}; known: {sorted(cls.__dataclass_fields__)}")
             base = replace(cls.of(named), **fields) if named is not None else cls(**fields)
         elif isinstance(size, str):
             if size not in DOFA_SIZES:
-                raise ValueError(f"unknown DOFA size {size!r}; expected one of {sorted(DOFA_SIZES)}")
+                raise ConfigError(f"unknown DOFA size {size!r}; expected one of {sorted(DOFA_SIZES)}")
             base = DOFA_SIZES[size]
         else:
             raise TypeError(f"DOFA size must be a name, DOFAConfig or mapping, got {type(size).__name__}")
@@ -255,7 +250,7 @@ class DynamicPatchEmbed(nn.Module):
         c, p, d = codes.shape[0], self.patch_size, self.embed_dim
         if self.kernel_layout == "band_major":
             weight = raw.reshape(c, p, p, d).permute(3, 0, 1, 2)
-        else:  # the pre-Aug-2024 public code viewed the C × p·p·D matrix directly as D × C × p × p
+        else:  # the public code before the fix viewed the C × p·p·D matrix directly as D × C × p × p
             weight = raw.reshape(d, c, p, p)
         return weight * self.scaler, bias * self.scaler
 
@@ -372,69 +367,59 @@ class DOFABackbone(FrozenBackbone):
         strict: bool = True,
         kernel_layout: str | None = None,
     ) -> DOFABackbone:
-        """Load a public DOFA v1 checkpoint (authors' or TorchGeo's file; bare or under 'model'/'state_dict').
+        """Load DOFA v1 weights: a public file (authors' or TorchGeo's ``.pth``, bare or wrapped) or the
+        ``.safetensors`` that ``rsmoe convert dofa-*`` writes.
 
-        ``size`` is a name ('small', 'base', 'large', 'huge'), a config, or None to infer it from the shapes.
-        The pre-training / classification extras (``mask_token``, ``norm.*``, ``projector.*``, ``fc_norm.*``,
-        ``head.*``) are ignored. Missing or unexpected keys raise (``strict``) or warn; shape mismatches always
-        raise. Errors are one line naming the file and the offending keys / shapes.
+        ``size``: a name ('small', 'base', 'large', 'huge'), a config, a mapping of fields (``{size: base, …}``
+        or a full ``{embed_dim: …, depth: …}``), or None / a mapping naming neither ``size`` nor ``embed_dim``
+        (e.g. ``{kernel_layout: legacy}``, as ``backbone.config`` gives it) to infer the architecture from the
+        shapes and override the given fields. ``kernel_layout`` (or the mapping's ``kernel_layout``) overrides the
+        layout stored in a converted file or known from the file's hash
+        (:func:`~rsmoe.models.backbones.dofa_weights.resolve_kernel_layout`). The pre-training / classification extras are ignored. Missing or unexpected keys
+        raise (``strict``) or warn; shape mismatches always raise. Errors are one line naming the file.
         """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"DOFA checkpoint not found: {path}")
-        try:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - report any unpickling failure in one line
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise ValueError(
-                f"{path}: cannot read as a weights-only torch checkpoint ({type(exc).__name__}: {first})"
-            ) from exc
-        state = _unwrap_state_dict(loaded, path)
+        weights = read_dofa_weights(path)
+        if kernel_layout is None and isinstance(size, Mapping):
+            kernel_layout = size.get("kernel_layout")
+        layout = resolve_kernel_layout(path, kernel_layout, weights.kernel_layout, weights.source_sha256)
+        config = dofa_config_for(weights.state, size, path, kernel_layout=layout)
+        model = cls.from_state_dict(weights.state, config, where=path, strict=strict, name=size)
+        model.load_report["ignored"] = weights.ignored
+        return model
 
-        ignored = sorted(k for k in state if k.startswith(IGNORED_KEY_PREFIXES) or k in IGNORED_KEYS)
-        state = {k: v for k, v in state.items() if k not in set(ignored)}
-
-        config = _infer_config(state, path) if size is None else DOFAConfig.of(size)
-        grid = _square_grid(state.get("pos_embed"))
-        overrides: dict[str, Any] = {}
-        if grid is not None:
-            overrides["pretrain_grid"] = grid
-        if kernel_layout is not None:
-            overrides["kernel_layout"] = kernel_layout
-        config = replace(config, **overrides)
-        name = size if isinstance(size, str) else _size_name(config)
-
+    @classmethod
+    def check_state_dict(cls, state: Mapping[str, Tensor], config: DOFAConfig, where: str | Path = "checkpoint",
+                         strict: bool = True, name: Any = None) -> KeyReport:
+        """Compare backbone tensors with the model ``config`` builds (on the meta device): shape mismatches always
+        raise, missing / unexpected keys raise when ``strict`` and warn otherwise. Returns the differences."""
         with torch.device("meta"):  # shapes only: no time or memory spent on a random init
-            skeleton = cls(config)
-        expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
-        missing = [k for k in expected if k not in state]
-        unexpected = [k for k in state if k not in expected]
-        mismatched = [
-            f"{k}: checkpoint {tuple(state[k].shape)} vs model {expected[k]}"
-            for k in expected
-            if k in state and tuple(state[k].shape) != expected[k]
-        ]
-        problems = []
-        if mismatched:
-            problems.append(f"shape mismatch for DOFA-{name}: {_short_list(mismatched)}")
-        if missing:
-            problems.append(f"missing {len(missing)} keys: {_short_list(missing)}")
-        if unexpected:
-            problems.append(f"unexpected {len(unexpected)} keys: {_short_list(unexpected)}")
-        if mismatched or (strict and problems):
-            raise ValueError(f"{path}: " + "; ".join(problems))
-        if problems:
-            warnings.warn(f"{path}: " + "; ".join(problems), stacklevel=2)
+            expected = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
+        report = compare_keys(state, expected)
+        label = f"for DOFA-{name if isinstance(name, str) else _size_name(config)}"
+        if report.mismatched or (strict and report):
+            raise CheckpointError(f"{where}: {report.message(label)}")
+        if report:
+            warnings.warn(f"{where}: {report.message(label)}", stacklevel=3)
+        return report
 
-        weights = {k: v.float() for k, v in state.items() if k in expected}
-        if missing:  # non-strict: the keys the file lacks keep a (seed-0) random init
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Tensor], config: DOFAConfig, where: str | Path = "checkpoint",
+                        strict: bool = True, name: Any = None) -> DOFABackbone:
+        """A frozen backbone with the given tensors (checked by :meth:`check_state_dict`); with ``strict=False``
+        the keys the tensors lack keep a seed-0 random init."""
+        report = cls.check_state_dict(state, config, where, strict, name)
+        weights = {k: v.float() for k, v in state.items() if k not in set(report.unexpected)}
+        if report.missing:
             model = cls.from_config(config)
             model.load_state_dict(weights, strict=False)
         else:
-            model = skeleton
+            with torch.device("meta"):
+                model = cls(config)
             model.load_state_dict(weights, strict=True, assign=True)
         model.freeze()
-        model.load_report = {"path": str(path), "ignored": ignored, "missing": missing, "unexpected": unexpected}
+        model.load_report = {"path": str(where), "ignored": [], "missing": report.missing,
+                             "unexpected": report.unexpected, "kernel_layout": config.kernel_layout}
         return model
 
     # -- forward ------------------------------------------------------------------------------------------------
@@ -511,35 +496,31 @@ def _check_wavelengths(wavelengths: Tensor | Sequence[float], batch: int, bands:
     return wl
 
 
-def _unwrap_state_dict(loaded: Any, path: Path) -> dict[str, Tensor]:
-    if not isinstance(loaded, Mapping):
-        raise ValueError(f"{path}: expected a state dict, got {type(loaded).__name__}")
-    state: Mapping[str, Any] = loaded
-    if "cls_token" not in state:
-        for key in ("model", "state_dict", "module"):
-            if isinstance(state.get(key), Mapping):
-                state = state[key]
-                break
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    if any(k.startswith("model.blocks.") for k in state):
-        raise ValueError(f"{path}: a DOFA v2 checkpoint (keys 'model.blocks.*'); only DOFA v1 is supported")
-    non_tensors = [k for k, v in state.items() if not isinstance(v, Tensor)]
-    if non_tensors:
-        raise ValueError(f"{path}: non-tensor entries in the state dict: {_short_list(non_tensors)}")
-    return dict(state)
+def dofa_config_for(state: Mapping[str, Tensor], size: str | DOFAConfig | Mapping[str, Any] | None,
+                    where: str | Path, kernel_layout: str | None = None) -> DOFAConfig:
+    """The config for DOFA tensors: ``size`` as in :meth:`DOFABackbone.from_checkpoint` (None, or a mapping that
+    names neither ``size`` nor ``embed_dim``: inferred from the shapes, then the mapping's fields applied), the
+    position grid of the stored ``pos_embed``, and ``kernel_layout`` if given."""
+    if size is None or (isinstance(size, Mapping) and not {"size", "embed_dim"} & set(size)):
+        config = DOFAConfig.of({**asdict(_infer_config(state, where)), **dict(size or {})})
+    else:
+        config = DOFAConfig.of(size)
+    grid = _square_grid(state.get("pos_embed"))
+    if grid is not None:
+        config = replace(config, pretrain_grid=grid)
+    return replace(config, kernel_layout=kernel_layout) if kernel_layout is not None else config
 
 
-def _infer_config(state: Mapping[str, Tensor], path: Path) -> DOFAConfig:
+def _infer_config(state: Mapping[str, Tensor], path: str | Path) -> DOFAConfig:
     if "cls_token" not in state:
-        raise ValueError(f"{path}: no 'cls_token' key, cannot infer the DOFA size; pass size=")
+        raise CheckpointError(f"{path}: no 'cls_token' key, cannot infer the DOFA size; pass size=")
     dim = state["cls_token"].shape[-1]
     depth = 1 + max((int(k.split(".")[1]) for k in state if k.startswith("blocks.")), default=-1)
     for cfg in DOFA_SIZES.values():
         if (cfg.embed_dim, cfg.depth) == (dim, depth):
             return cfg
     known = ", ".join(f"{n} {c.embed_dim}/{c.depth}" for n, c in DOFA_SIZES.items())
-    raise ValueError(f"{path}: width {dim} / depth {depth} match no DOFA size ({known}); pass size=")
+    raise CheckpointError(f"{path}: width {dim} / depth {depth} match no DOFA size ({known}); pass size=")
 
 
 def _square_grid(pos_embed: Tensor | None) -> int | None:
@@ -558,8 +539,3 @@ def _size_name(config: DOFAConfig) -> str:
             return name
     c = asdict(config)
     return f"custom(d={c['embed_dim']}, depth={c['depth']}, heads={c['num_heads']}, patch={c['patch_size']})"
-
-
-def _short_list(items: Sequence[str], limit: int = 6) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f", … (+{len(items) - limit} more)" if len(items) > limit else "")

@@ -24,6 +24,8 @@ bias, the attention above, an output ``Linear``.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -124,27 +126,43 @@ def dilated_attention_unfold(q: Tensor, k: Tensor, v: Tensor, num_heads: int, ke
 
 
 class DilatedAttention(nn.Module):
-    """Dilated attention layer on B×C×H×W maps: q, k, v = Conv1×1(x) (with bias), attention, output Linear.
+    """Dilated attention layer on B×C×H×W maps: q, k, v = Conv1×1(x) (bias ``qkv_bias``), attention, output
+    ``Linear``.
 
-    ``impl`` picks the functional form ('shift' = :func:`dilated_attention`, 'unfold' = the reference); both give
-    the same numbers.
+    ``dilation``: one rate for all heads, or one rate per equal group of heads as in DilateFormer's multi-scale
+    dilated attention (its stages 1–2 split the heads over the rates [1, 2, 3]: group g takes heads
+    g·h/n … (g+1)·h/n − 1, i.e. channels g·C/n … (g+1)·C/n − 1 of q, k and v). ``impl`` picks the functional form
+    ('shift' = :func:`dilated_attention`, 'unfold' = the reference); both give the same numbers.
     """
 
-    def __init__(self, dim: int, num_heads: int = 8, kernel_size: int = 3, dilation: int = 1, qkv_bias: bool = True,
-                 impl: str = "shift"):
+    def __init__(self, dim: int, num_heads: int = 8, kernel_size: int = 3, dilation: int | Sequence[int] = 1,
+                 qkv_bias: bool = True, impl: str = "shift"):
         super().__init__()
+        rates = (dilation,) if isinstance(dilation, int) else tuple(int(r) for r in dilation)
         if dim % num_heads:
             raise ValueError(f"DilatedAttention: dim {dim} is not divisible by num_heads {num_heads}")
+        if not rates or num_heads % len(rates):
+            raise ValueError(f"DilatedAttention: {num_heads} heads do not split into {len(rates)} dilation groups")
         if impl not in ("shift", "unfold"):
             raise ValueError(f"DilatedAttention: impl must be 'shift' or 'unfold', got {impl!r}")
-        self.num_heads, self.kernel_size, self.dilation, self.impl = num_heads, kernel_size, dilation, impl
+        self.num_heads, self.kernel_size, self.dilations, self.impl = num_heads, kernel_size, rates, impl
         self.qkv = nn.Conv2d(dim, 3 * dim, 1, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
+
+    @property
+    def dilation(self) -> int | tuple[int, ...]:
+        """The single rate, or the per-group rates."""
+        return self.dilations[0] if len(self.dilations) == 1 else self.dilations
 
     def forward(self, x: Tensor) -> Tensor:
         q, k, v = self.qkv(x).chunk(3, dim=1)
         fn = dilated_attention if self.impl == "shift" else dilated_attention_unfold
-        y = fn(q, k, v, self.num_heads, self.kernel_size, self.dilation)
+        groups = len(self.dilations)
+        heads = self.num_heads // groups
+        parts = [fn(qg, kg, vg, heads, self.kernel_size, rate)
+                 for qg, kg, vg, rate in zip(q.chunk(groups, 1), k.chunk(groups, 1), v.chunk(groups, 1),
+                                             self.dilations)]
+        y = parts[0] if groups == 1 else torch.cat(parts, dim=1)
         return self.proj(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     def extra_repr(self) -> str:

@@ -53,7 +53,7 @@ from ..backbones.base import FrozenBackbone, tokens_to_map
 from ..heads import build_head
 from ..layers import conv_bn_relu, upsample_to
 from ..trainable import TrainablePartsMixin
-from .dilateformer import DilateAdapter
+from .dilateformer import DilateAdapter, load_pretrained_adapters
 from .dmte import DMTE
 from .ldpe import LDPE
 from .lqga import LQGA
@@ -82,11 +82,13 @@ class MPerS(TrainablePartsMixin, nn.Module):
         ldpe_widths: Sequence[int] = (32, 64, 128, 256),
         adapter_attention: str = "dilate",
         kernel_size: int = 3,
-        dilation: int = 1,
+        dilation: int | Sequence[int] = 1,
         adapter_heads: int = 8,
         adapter_blocks: int = 1,
         adapter_stages: Sequence[int] = (4,),
         adapter_branches: Sequence[str] = ("dino", "ldpe"),
+        adapter_norm_eps: float = 1e-5,
+        adapter_qkv_bias: bool = True,
         text_dim: int = 512,
         captioners: Sequence[str] = (STATISTICS,),
         num_prompts: int = 3,
@@ -125,7 +127,8 @@ class MPerS(TrainablePartsMixin, nn.Module):
                     dim = width if branch == "dino" else self.ldpe.widths[s - 1]
                     self.adapters[f"{branch}{s}"] = DilateAdapter(
                         dim, depth=adapter_blocks, num_heads=adapter_heads, kernel_size=kernel_size,
-                        dilation=dilation, attention=adapter_attention)
+                        dilation=dilation, attention=adapter_attention, norm_eps=adapter_norm_eps,
+                        qkv_bias=adapter_qkv_bias)
         self.fuse = nn.ModuleList(conv_bn_relu(width + w, width, kernel=1) for w in self.ldpe.widths)
         # no guided stage (Table 1's row without a text encoder): no text path at all
         self.dmte = (DMTE(text_dim, len(self.captioners), num_heads=linguistic_heads, gate_hidden=gate_hidden,
@@ -261,13 +264,16 @@ def check_mpers_options(backbone: FrozenBackbone, taps: Sequence[int] | None, ad
 
 
 def build_mpers(cfg: Any, num_classes: int, wavelengths: Sequence[float], class_names: Sequence[str] | None = None,
-                text_encoder: Any = None, load_text_encoder: bool = True, ignore_index: int = 255) -> MPerS:
+                text_encoder: Any = None, load_text_encoder: bool = True, ignore_index: int = 255,
+                load_adapter_pretrained: bool = True) -> MPerS:
     """The MPerS of a :class:`rsmoe.config.Config` (``model: mpers``) for images with the given band wavelengths.
 
     The frozen text encoder is the config's shared one (:func:`rsmoe.text.encoders.text_encoder_for`, the same
     object the data pipeline embeds training captions with) unless ``load_text_encoder=False`` (then
     ``mpers.text_dim`` must be set; used to count parameters or build on the meta device) or ``text_encoder``
-    passes a ready one.
+    passes a ready one. The adapter blocks named in ``mpers.adapter_pretrained`` start from those files unless
+    ``load_adapter_pretrained=False`` (a model rebuilt to receive a checkpoint's trained tensors does not need them)
+    or the model is on the meta device.
     """
     from ...text.encoders import text_encoder_for
     from ..backbones import build_backbone
@@ -287,9 +293,11 @@ def build_mpers(cfg: Any, num_classes: int, wavelengths: Sequence[float], class_
     b = cfg.backbone
     backbone = build_backbone(b.kind, pretrained=b.pretrained, config=b.config, num_bands=len(wavelengths),
                               band_init=b.band_init, wavelengths=list(wavelengths), seed=b.seed)
-    return MPerS(
+    model = MPerS(
         backbone, num_classes, taps=b.taps, neck_channels=m.neck_channels, ldpe_widths=m.ldpe_widths,
-        adapter_attention=m.adapter_attention, kernel_size=m.kernel_size, dilation=m.dilation,
+        adapter_attention=m.adapter_attention, kernel_size=m.kernel_size,
+        dilation=tuple(m.adapter_dilations) or m.dilation, adapter_norm_eps=m.adapter_norm_eps,
+        adapter_qkv_bias=m.adapter_qkv_bias,
         adapter_heads=m.adapter_heads, adapter_blocks=m.adapter_blocks, adapter_stages=m.adapter_stages,
         adapter_branches=m.adapter_branches, text_dim=text_dim or 0, captioners=m.captioners, num_prompts=m.num_prompts,
         linguistic_heads=m.linguistic_heads, gate_hidden=m.gate_hidden, shared_attention=m.shared_attention,
@@ -297,6 +305,10 @@ def build_mpers(cfg: Any, num_classes: int, wavelengths: Sequence[float], class_
         eval_captions=m.eval_captions, class_names=class_names, text_encoder=text_encoder,
         ignore_index=ignore_index,
     )
+    on_meta = any(p.is_meta for p in model.adapters.parameters())
+    if m.adapter_pretrained and load_adapter_pretrained and not on_meta:  # `rsmoe convert dilateformer` files
+        load_pretrained_adapters(model.adapters, m.adapter_pretrained)
+    return model
 
 
 __all__ = ["DECODER_HEADS", "EVAL_CAPTIONS", "FROZEN_PREFIXES", "MPerS", "build_mpers", "present_mask"]
