@@ -100,3 +100,36 @@ def test_two_process_ddp_training_on_cpu(bench, tmp_path):
     assert metrics["step"] == 3
     again = evaluate_checkpoint(out / "model.safetensors", progress=False)
     assert again["domains"]["GF-1"]["confusion"] == metrics["domains"]["GF-1"]["confusion"]
+
+
+def test_a_version_1_checkpoint_is_migrated_when_read(bench, tmp_path):
+    """Checkpoints written before the seams redesign (format rsmoe-checkpoint-v1, MPerS decoder tensors under
+    ``decoder.``) still load, and predict exactly what the current file predicts; a newer version is refused."""
+    from safetensors.torch import save_file
+
+    from rsmoe.engine.checkpoints import FORMAT_VERSION, read_checkpoint
+    from rsmoe.errors import CheckpointError
+
+    overrides = [f"data.root={bench}", f"output_dir={tmp_path / 'run'}", "train.iterations=1", "data.batch_size=2",
+                 "data.target_domains=[GF-1]", "model=mpers", "mpers.text_dim=16", "mpers.neck_channels=[16, 16]",
+                 "mpers.ldpe_widths=[8, 8, 8, 8]", "mpers.adapter_heads=2", "mpers.linguistic_heads=2",
+                 "mpers.gate_hidden=8", "mpers.decoder_channels=[8, 8, 8]", "mpers.eval_captions=none"]
+    train(load_config(demo_config_path(), overrides), progress=False)
+    current = tmp_path / "run" / "model.safetensors"
+    with safe_open(str(current), framework="pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    assert meta["format_version"] == str(FORMAT_VERSION) and any(k.startswith("head.") for k in tensors)
+    old = {("decoder." + k[5:] if k.startswith("head.") else k): v for k, v in tensors.items()}
+    legacy = {k: v for k, v in meta.items() if k != "format_version"} | {"format": "rsmoe-checkpoint-v1"}
+    save_file(old, str(tmp_path / "v1.safetensors"), metadata=legacy)
+
+    migrated, _ = read_checkpoint(tmp_path / "v1.safetensors")
+    assert set(migrated) == set(tensors) and all(torch.equal(migrated[k], tensors[k]) for k in tensors)
+    batch = {"image": torch.randn(2, 4, 32, 32), "wavelengths": torch.tensor([0.485, 0.555, 0.66, 0.83])}
+    with torch.no_grad():
+        torch.testing.assert_close(load_checkpoint(tmp_path / "v1.safetensors")[0].predict(batch),
+                                   load_checkpoint(current)[0].predict(batch), rtol=0, atol=0)
+    save_file(tensors, str(tmp_path / "v9.safetensors"), metadata={**meta, "format_version": "9"})
+    with pytest.raises(CheckpointError, match="format version 9"):
+        read_checkpoint(tmp_path / "v9.safetensors")

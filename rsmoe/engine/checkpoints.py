@@ -169,7 +169,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 class EvaluationForward(torch.nn.Module):
-    """``forward(image, wavelengths)`` = the model's evaluation-time ``predict`` (caption-guided models: with their own captions)."""
+    """``forward(image, wavelengths)`` = the model's evaluation-time ``predict`` (caption-guided models: with their
+    own captions)."""
 
     def __init__(self, model: SegModel):
         super().__init__()
