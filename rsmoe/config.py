@@ -34,7 +34,7 @@ class BackboneConfig:
     kind: str = "dinov3"  # dinov3 | dinov2 | dofa
     pretrained: str | None = None
     config: dict[str, Any] = field(default_factory=dict)  # transformers config fields for random weights
-    band_init: str = "cyclic"  # cyclic | wavelength (SPEC §10)
+    band_init: str = "cyclic"  # cyclic | wavelength (docs/spectralmoe.md §10)
     seed: int = 0
     taps: list[int] | None = None  # 0-based blocks; default [7, 11, 15, 23] for 24 blocks, [3, 5, 7, 11] for 12
 
@@ -51,7 +51,7 @@ class DepthConfig:
 
 @dataclass
 class AdapterConfig:
-    """The trainable plug-in (SPEC §3–§7). ``type``: spectralmoe | rein | none (frozen backbone)."""
+    """The trainable plug-in (docs/spectralmoe.md §3–§7). ``type``: spectralmoe | rein | none (frozen backbone)."""
 
     type: str = "spectralmoe"
     num_experts: int = 6
@@ -80,7 +80,7 @@ class HeadConfig:
 
 @dataclass
 class AugmentConfig:
-    """Training augmentation (``rsmoe.data.transforms``; SPEC §11): RandomResize → RandomCrop → RandomFlip →
+    """Training augmentation (``rsmoe.data.transforms``; docs/spectralmoe.md §11): RandomResize → RandomCrop → RandomFlip →
     PhotometricDistortion → pad to the crop. ``resize_scale``: range ``[low, high]`` of the ratio r; the short
     side becomes ``resize_base`` × r, the long side at most ``resize_max`` × r (null: no resize; a resize needs
     ``crop`` so that a batch has one tile size); ``crop``: crop size (null: whole tiles); ``cat_max_ratio``: crop
@@ -128,7 +128,7 @@ class EvalConfig:
 
 @dataclass
 class TrainConfig:
-    """Iteration-based AdamW + poly schedule (SPEC §11)."""
+    """Iteration-based AdamW + poly schedule (docs/spectralmoe.md §11)."""
 
     iterations: int = 1000
     lr: float = 1e-4
@@ -147,7 +147,7 @@ class TrainConfig:
 
 @dataclass
 class MPersConfig:
-    """MPerS (``model: mpers``; SPEC-mpers, :class:`rsmoe.models.mpers.MPerS`). The backbone section gives the frozen
+    """MPerS (``model: mpers``; docs/mpers.md, :class:`rsmoe.models.mpers.MPerS`). The backbone section gives the frozen
     DINOv3 (taps default to [5, 11, 17, 23] of 24 blocks, [2, 5, 8, 11] of 12); the adapter/depth/head sections
     are not used.
 
@@ -375,7 +375,7 @@ def config_from_dict(data: dict) -> Config:
 
 
 def default_taps(num_layers: int) -> list[int]:
-    """SPEC §7: [7, 11, 15, 23] for 24 blocks, [3, 5, 7, 11] for 12; otherwise the same fractions of depth."""
+    """docs/spectralmoe.md §7: [7, 11, 15, 23] for 24 blocks, [3, 5, 7, 11] for 12; otherwise the same fractions of depth."""
     if num_layers == 24:
         return [7, 11, 15, 23]
     if num_layers == 12:

@@ -87,7 +87,7 @@ def _cv2(v: list[float]) -> float:
 
 
 def slow_reference_layer(sd, layer, xv, xd, gating, p=2.0):
-    """SPEC §4–§6 in eval mode, token by token, straight from the authors' tensors.
+    """docs/spectralmoe.md §4–§6 in eval mode, token by token, straight from the authors' tensors.
 
     Returns the updated visual tokens and 1000 · Σ_j [cv²(importance) + cv²(load)]."""
     b_, n_, d = xv.shape
@@ -140,7 +140,7 @@ def slow_reference_layer(sd, layer, xv, xd, gating, p=2.0):
 
 
 def slow_reference_queries(sd, layers, experts, q):
-    """SPEC §7 query link written element by element: per layer the expert mean → transform → over layers
+    """docs/spectralmoe.md §7 query link written element by element: per layer the expert mean → transform → over layers
     max / mean / last at positions 3c + 0 / 1 / 2 → merge."""
     per_layer = []
     for l in range(layers):

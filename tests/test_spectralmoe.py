@@ -1,4 +1,4 @@
-"""The SpectralMoE plug-in against slow, direct implementations of SPEC-spectralmoe §4–§8 written here."""
+"""The SpectralMoE plug-in against slow, direct implementations of docs/spectralmoe.md §4–§8 written here."""
 import math
 
 import pytest
@@ -10,7 +10,12 @@ from rsmoe.models.adapters.rein import build_rein
 from rsmoe.models.adapters.routing import route
 from rsmoe.models.adapters.spectralmoe import SpectralMoE
 
-torch.manual_seed(0)
+@pytest.fixture(autouse=True)
+def seeded_torch():
+    """Every test draws from torch's generator seeded with 0 (not from whatever state earlier tests left)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        yield
 
 
 # ----------------------------------------------------------------------------------------------- slow references

@@ -1,4 +1,4 @@
-"""The caption / text side of MPerS (SPEC §3–§4).
+"""The caption / text side of MPerS (docs/mpers.md §3–§4).
 
 - :mod:`~rsmoe.text.prompts` — the three prompts (supplementary §3.2) and the refined prompt for regeneration;
 - :mod:`~rsmoe.text.statistics` — the offline ``statistics`` captions from a label map;

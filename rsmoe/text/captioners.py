@@ -1,4 +1,4 @@
-"""Captioners: the MLLM backends that answer a prompt about an image (SPEC §3).
+"""Captioners: the MLLM backends that answer a prompt about an image (docs/mpers.md §3).
 
 Every captioner has a ``name`` (its key in the caption store), a ``requests`` counter (backend calls made, retries
 included) and ``caption(image, prompt) -> str`` with ``image`` an H×W×3 uint8 RGB array:

@@ -1,4 +1,4 @@
-"""Frozen text encoders that turn captions into vectors (SPEC §4).
+"""Frozen text encoders that turn captions into vectors (docs/mpers.md §4).
 
 :class:`TextEncoder` wraps a Hugging Face text tower, frozen and in eval mode:
 

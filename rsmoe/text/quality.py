@@ -1,4 +1,4 @@
-"""CLIP quality check of captions and the regeneration loop (SPEC §3, supplementary eq. 2).
+"""CLIP quality check of captions and the regeneration loop (docs/mpers.md §3, supplementary eq. 2).
 
 ``similarity(f_v, Φ_t) = cos(f_v, Φ_t) / 2 + 1/2`` maps the cosine between the CLIP image embedding of the image and
 the CLIP text embedding of a caption to ``[0, 1]``. A caption scoring below ``tau`` (0.55 in the paper) is

@@ -3,7 +3,7 @@
 No MLLM is involved: the captions answer the three prompts of :mod:`rsmoe.text.prompts` from the pixels of a class
 map, so they state categories, amounts and positions exactly, in the same sentence shapes an MLLM is asked for.
 
-Where the label map comes from decides what the captions may be used for (SPEC §3): while building the *training*
+Where the label map comes from decides what the captions may be used for (docs/mpers.md §3): while building the *training*
 caption store it is the ground-truth mask; at evaluation it must be the model's own first-pass prediction — never the
 ground truth of the evaluated image.
 

@@ -1,4 +1,4 @@
-"""The caption store: one SQLite file with every caption and its cached text embeddings (SPEC §3).
+"""The caption store: one SQLite file with every caption and its cached text embeddings (docs/mpers.md §3).
 
 Captions are expensive (minutes of GPU or paid API calls per image), so they are generated once, committed one by
 one, and reused by every later run. The file is opened in WAL mode: any number of readers (training data loaders)

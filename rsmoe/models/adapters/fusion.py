@@ -1,4 +1,4 @@
-"""How the depth refinement steers the visual one (SPEC-spectralmoe §6).
+"""How the depth refinement steers the visual one (docs/spectralmoe.md §6).
 
 Inputs are the visual and depth refinements Δf^v, Δf^d ∈ R^{B×N×d}; the output δ ∈ R^{B×N×d}.
 With S = softmax_rows(Δf^d (Δf^v)ᵀ / √d) (depth as query, visual as key):

@@ -1,4 +1,4 @@
-"""Token → query link: the expert tokens become Mask2Former's query positional embeddings (SPEC-spectralmoe §7).
+"""Token → query link: the expert tokens become Mask2Former's query positional embeddings (docs/spectralmoe.md §7).
 
 Per layer the expert tokens are averaged over experts → (L, m, d) → ``transform`` Linear(d, q) → over the layer
 axis take max, mean and the last layer, stacked on a new last axis → (m, q, 3), flattened channel-major to

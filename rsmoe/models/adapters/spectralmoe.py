@@ -1,4 +1,4 @@
-"""The SpectralMoE plug-in: dual-gated token experts after every block of a frozen ViT (SPEC-spectralmoe §2–§8).
+"""The SpectralMoE plug-in: dual-gated token experts after every block of a frozen ViT (docs/spectralmoe.md §2–§8).
 
 After block ℓ of the vision model, with f^v (B×N×d) its patch tokens and f^d (B×N×d) the depth model's tokens
 after its own block ℓ:
@@ -109,7 +109,7 @@ class SpectralMoE(nn.Module):
         self.query_link = QueryLink(dim, query_dim) if query_dim > 0 else None
 
     def no_weight_decay_names(self) -> set[str]:
-        """Parameter names (relative to this module) that AdamW must not decay (SPEC §11)."""
+        """Parameter names (relative to this module) that AdamW must not decay (docs/spectralmoe.md §11)."""
         names = {"experts.experts_a", "experts.experts_b", "alpha"}
         if self.routing:
             names |= {"w_gate", "w_noise"}

@@ -1,4 +1,4 @@
-"""Low-rank token experts and their refinement of routed tokens (SPEC-spectralmoe §3, §5).
+"""Low-rank token experts and their refinement of routed tokens (docs/spectralmoe.md §3, §5).
 
 Expert e of layer ℓ owns m learned tokens T_{ℓ,e} = A_{ℓ,e} B_{ℓ,e} ∈ R^{m×d}, with A ∈ R^{m×r} (Kaiming-uniform,
 a = √5) and B ∈ R^{r×d} (zeros). A token x sent to expert e gets the refinement

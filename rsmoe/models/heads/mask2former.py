@@ -1,6 +1,6 @@
 """Mask2Former decode head (Cheng et al. 2022) for semantic segmentation, in pure PyTorch.
 
-Configured as the SpectralMoE public code does (SPEC-spectralmoe §9): 256 channels, 100 queries, a 6-layer
+Configured as the SpectralMoE public code does (docs/spectralmoe.md §9): 256 channels, 100 queries, a 6-layer
 multi-scale deformable-attention pixel decoder over the strides-8/16/32 maps (8 heads, 3 levels, 4 points, FFN 1024,
 GroupNorm(32)), the stride-4 map as mask features, a 9-layer masked-attention transformer decoder (FFN 2048, 8 heads,
 round-robin over the 3 levels, lowest resolution first) with a prediction after every layer, and Mask2Former's

@@ -1,4 +1,4 @@
-"""DINOv3 taps → a four-level feature pyramid (SPEC-mpers §2).
+"""DINOv3 taps → a four-level feature pyramid (docs/mpers.md §2).
 
 The patch tokens after four blocks (default [5, 11, 17, 23] of 24, [2, 5, 8, 11] of 12 — :func:`mpers_default_taps`)
 are reshaped to B×D×h×w maps on the patch grid (stride p = patch size). Each tap gets its own projection::
