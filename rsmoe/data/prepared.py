@@ -157,8 +157,8 @@ class PreparedWriter:
         col: int = 0,
         crs: Any = None,
         transform: Any = None,
-    ) -> None:
-        """Validate one tile (image C×H×W, mask H×W) and write it as two GeoTIFFs."""
+    ) -> dict[str, Any]:
+        """Validate one tile (image C×H×W, mask H×W) and write it as two GeoTIFFs; returns its manifest row."""
         if self._closed:
             raise RuntimeError(f"{self.out_dir}: writer is closed")
         where = f"tile {source_file or '<no source file>'} (row {row}, col {col}, domain {domain}, split {split})"
@@ -232,6 +232,7 @@ class PreparedWriter:
                 "col": int(col),
             }
         )
+        return dict(self._rows[-1])
 
     def close(self) -> Path:
         """Write ``manifest.csv`` and ``dataset.yaml`` and move the dataset to ``out_dir``; returns ``out_dir``."""

@@ -21,9 +21,16 @@ name                      release / task
 ``prepare(name, root, out, **options)`` runs one and returns the prepared folder; :func:`available` lists the
 names; :func:`options_of` the keyword options a preparer takes. Options every preparer takes: ``tile`` and
 ``stride`` (pixels; stride defaults to the tile), ``classes`` (a class-table CSV replacing the shipped one, see
-:mod:`rsmoe.data.datasets.common`), ``unknown_labels`` (``error`` | ``ignore``), ``progress``. Errors from a wrong
+:mod:`rsmoe.data.datasets.labels`), ``unknown_labels`` (``error`` | ``ignore``), ``progress``. Errors from a wrong
 release are :class:`PrepareError` (one line; nothing is left at ``out``). :func:`summarize` renders the summary
-that ``rsmoe prepare`` prints.
+that ``rsmoe prepare`` prints. ``loveda``, ``potsdam``, ``vaihingen`` and ``potsdam-vaihingen`` read the downloaded
+zip archives directly (``root`` = the folder holding them, or a zip).
+
+The shared machinery, one concept per module: :mod:`.errors` (:class:`PrepareError`), :mod:`.tables` (shipped and
+user tables), :mod:`.labels` (label tables and colour decoding), :mod:`.files` (finding a release's files, zips
+included), :mod:`.scenes` (one image + label and its checks), :mod:`.tiling` (cutting a scene into tiles),
+:mod:`.preparation` (a whole preparation), :mod:`.summary` (what it wrote). ``docs/datasets.md`` describes every
+release as published and the sources each preparer follows.
 """
 from __future__ import annotations
 
@@ -32,13 +39,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .common import LabelTable, PrepareError, summarize
+from .errors import PrepareError
 from .fbp import prepare_fbp
 from .flair import prepare_flair
 from .isprs import prepare_potsdam, prepare_potsdam_vaihingen, prepare_vaihingen
+from .labels import LabelTable
 from .loveda import prepare_loveda
 from .openearthmap import prepare_openearthmap
 from .syndrone import prepare_syndrone
+from .summary import summarize
 from .whu_ohs import prepare_whu_ohs
 
 
