@@ -5,6 +5,7 @@ the README shows, and every prepared mask must equal the truth the fixture drew,
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +44,8 @@ def isprs_truth(truth: dict, key: str, pattern):
     return of
 
 
-POTSDAM_ID = __import__("re").compile(r"top_potsdam_(\d+_\d+)_")
-VAIHINGEN_ID = __import__("re").compile(r"top_mosaic_09cm_area(\d+)")
+POTSDAM_ID = re.compile(r"top_potsdam_(\d+_\d+)_")
+VAIHINGEN_ID = re.compile(r"top_mosaic_09cm_area(\d+)")
 
 
 # ----------------------------------------------------------------------------------------------- ISPRS Potsdam
@@ -285,3 +286,44 @@ def test_whu_ohs_protocol_options(tmp_path):
     with pytest.raises(PrepareError) as e:
         prepare("whu-ohs", w["root"], tmp_path / "bad", tile=TILE, protocol="by-location")
     assert_failed_cleanly(e, tmp_path / "bad", "protocol", "transfer")
+
+
+# -------------------------------------------------------------------------------------- documented commands
+def documented_prepare_commands() -> list[tuple[str, list[str]]]:
+    """Every ``rsmoe prepare`` command shown in the README and the task configs (continuation lines joined,
+    ``[optional]`` parts and comments dropped; commands with ``...`` placeholders skipped)."""
+    repo = Path(__file__).resolve().parents[1]
+    out = []
+    for path in [repo / "README.md", *sorted((repo / "configs" / "tasks").glob("*.yaml"))]:
+        text = path.read_text(encoding="utf-8").replace("\\\n#", " ").replace("\\\n", " ")
+        for line in text.splitlines():
+            line = line.lstrip("# ").split("  #")[0]
+            if not line.startswith("rsmoe prepare ") or "..." in line:
+                continue
+            line = re.sub(r"\[[^\]]*\]", "", line)
+            out.append((path.name, line.split()[2:]))
+    return out
+
+
+@pytest.mark.slow
+def test_documented_prepare_commands_run_on_the_releases_as_published(tmp_path):
+    raw = tmp_path / "RAW"
+    R.write_fbp(raw / "Five-Billion-Pixels", n_images=14)
+    R.write_megacities(raw)
+    R.write_flair(raw / "FLAIR1")
+    R.write_loveda(raw / "LoveDA", zipped=True)
+    R.write_potsdam(raw / "Potsdam")
+    R.write_vaihingen(raw / "Vaihingen")
+    R.write_potsdam(raw / "ISPRS")
+    R.write_vaihingen(raw / "ISPRS")
+    R.write_openearthmap(raw / "OpenEarthMap")
+    R.write_syndrone(raw / "SynDrone")
+    R.write_whu_ohs(raw / "WHU-OHS")
+    commands = documented_prepare_commands()
+    assert {args[0] for _, args in commands} >= {"fbp-cross-sensor", "fbp-cross-regional", "flair", "loveda",
+                                                 "potsdam", "vaihingen", "potsdam-vaihingen", "openearthmap",
+                                                 "syndrone", "whu-ohs"}
+    for i, (where, args) in enumerate(commands):
+        args = [a.replace("RAW/", f"{raw}/").replace("data/prepared/", f"{tmp_path}/out{i}/") for a in args]
+        args = [str(raw / a) if a == "fbp_regions.csv" else a for a in args]
+        assert cli(*args, "--tile", str(TILE)) == 0, f"{where}: rsmoe prepare {' '.join(args)}"
