@@ -93,6 +93,9 @@ def test_potsdam_defective_full_labels_decode_with_the_default_tolerance(tmp_pat
     p = R.write_potsdam(tmp_path / "raw")
     out = prepare("potsdam", p["zip"], tmp_path / "full", tile=TILE, labels="full", split_set="official")
     assert assert_masks_equal_truth(out, isprs_truth(p["truth"], "label", POTSDAM_ID)) == 24  # 6 tiles × 4
+    note = next(n for n in preparation_details(out)["notes"] if "matched to the nearest table colour" in n)
+    assert note.startswith("2 label file(s)") and f"top_potsdam_{I.LOSSY_TILE}_label.tif" in note
+    assert f"top_potsdam_{I.CAR_TILE}_label.tif" in note
     cars = [r for r in tiles(out) if f"_{I.CAR_TILE}_" in r["source_file"]]
     assert cars and any((read(out / r["mask"])[0] == I.CAR).any() for r in cars)
     with pytest.raises(PrepareError) as e:  # exact colours only: the error says how to accept near colours

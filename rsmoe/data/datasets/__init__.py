@@ -8,7 +8,7 @@ name                      release / task
 ``fbp``                   Five-Billion-Pixels (+ the five-megacities targets): ``task`` cross-sensor | cross-regional
 ``fbp-cross-sensor``      ``fbp`` with ``task="cross-sensor"``
 ``fbp-cross-regional``    ``fbp`` with ``task="cross-regional"`` (needs ``regions``, an image → region CSV)
-``whu-ohs``               WHU-OHS, 32-band Orbita hyperspectral (24 classes merged to 7)
+``whu-ohs``               WHU-OHS, 32-band Orbita hyperspectral (source images → target images, 7 classes)
 ``flair``                 FLAIR #1 aerial R, G, B, NIR (12 classes, domains = départements)
 ``loveda``                LoveDA rural → urban (RGB)
 ``potsdam``               ISPRS Potsdam R, G, B (MPerS)
@@ -70,7 +70,7 @@ RELEASES: dict[str, Release] = {
                 (("task", "cross-sensor"),)),
         Release("fbp-cross-regional", prepare_fbp, "Five-Billion-Pixels GF-2 regions → 12 target cities",
                 (("task", "cross-regional"),)),
-        Release("whu-ohs", prepare_whu_ohs, "WHU-OHS 32-band hyperspectral, 7 merged classes"),
+        Release("whu-ohs", prepare_whu_ohs, "WHU-OHS 32-band hyperspectral, source images S1-S8 → target images T1-T8"),
         Release("flair", prepare_flair, "FLAIR #1 aerial R,G,B,NIR, 12 classes, domains = départements"),
         Release("loveda", prepare_loveda, "LoveDA RGB, domains Rural/Urban"),
         Release("potsdam", prepare_potsdam, "ISPRS Potsdam RGB (MPerS splits)"),

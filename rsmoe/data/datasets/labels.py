@@ -244,13 +244,14 @@ class LabelTable:
         return raw.astype(np.int64)
 
     def decode(self, raw: np.ndarray, where: str, ignore: np.ndarray | None = None, unknown: str = "error",
-               tolerance: int = 0) -> np.ndarray:
+               tolerance: int = 0, near: set[str] | None = None) -> np.ndarray:
         """Decode a label strip to a uint8 class mask (255 = ignore).
 
         ``raw`` is H×W (index labels) or 3×H×W (colour labels). Pixels where ``ignore`` is True (no-data) become
         255 whatever their label. A colour that is not in the table takes the nearest table colour when their
-        largest channel difference is at most ``tolerance``. A value matched by nothing is an error
-        (``unknown="error"``, the message says how to accept it) or ignored (``unknown="ignore"``).
+        largest channel difference is at most ``tolerance`` (``where`` is then added to ``near``). A value matched
+        by nothing is an error (``unknown="error"``, the message says how to accept it) or ignored
+        (``unknown="ignore"``).
         """
         codes = self.codes(raw, where)
         keys, outs = self.lookup()
@@ -267,6 +268,8 @@ class LabelTable:
         if not accepted.all() and unknown != "ignore":
             first = int(np.flatnonzero(~accepted)[0])
             raise PrepareError(self.unknown_message(where, bad, counts, accepted, first, nearest, distance))
+        if near is not None and accepted.any():
+            near.add(where)
         resolved = np.where(accepted, near_class, IGNORE_INDEX)
         mask[missing] = resolved[np.searchsorted(bad, codes[missing])]
         return mask.astype(np.uint8)

@@ -31,6 +31,7 @@ class Stats:
     tiles_skipped_empty: int = 0
     scenes_too_small: list[str] = field(default_factory=list)
     nonfinite: dict[str, int] = field(default_factory=dict)  # source file -> pixels with a NaN/inf value
+    near_colors: set[str] = field(default_factory=set)  # label files with colours matched within the tolerance
     notes: list[str] = field(default_factory=list)
 
     def add(self, domain: str, split: str, mask: np.ndarray) -> None:
@@ -48,8 +49,13 @@ class Stats:
                    for s, n in per.items() if split in (None, s))
 
     def all_notes(self) -> list[str]:
-        """The preparer's notes plus one line per file whose non-finite pixels were written as no-data."""
+        """The preparer's notes, one line per file whose non-finite pixels were written as no-data, and the label
+        files whose colours were matched within the colour tolerance (defective or lossy labels)."""
         out = list(self.notes)
+        if self.near_colors:
+            files = sorted(self.near_colors)
+            out.append(f"{len(files)} label file(s) with colours off the class table, matched to the nearest table "
+                       f"colour within the colour tolerance: {', '.join(files[:8])}{' …' if len(files) > 8 else ''}")
         for source, n in self.nonfinite.items():
             out.append(f"{source}: {n} pixel(s) with NaN/inf values written as no-data (mask 255, image 0)")
         return out

@@ -102,13 +102,13 @@ def clear_nonfinite(image: np.ndarray, scene: Scene, row: int, policy: str) -> t
 
 
 def strip_masks(srcs: dict, scene: Scene, row: int, tile: int, invalid: np.ndarray | None,
-                options: DecodeOptions) -> dict[str, np.ndarray]:
+                options: DecodeOptions, near: set[str]) -> dict[str, np.ndarray]:
     """The decoded label strip of every label variant (``label`` first), ``invalid`` pixels ignored."""
     masks = {}
     for variant, path in [("label", scene.label), *scene.alt_labels.items()]:
         raw = label_strip(srcs[variant], scene, path, row, tile)
         masks[variant] = scene.table.decode(raw, str(path), ignore=invalid, unknown=options.unknown,
-                                            tolerance=options.tolerance)
+                                            tolerance=options.tolerance, near=near)
     return masks
 
 
@@ -158,7 +158,7 @@ def tile_scene(writer: PreparedWriter, scene: Scene, tile: int, stride: int, sta
                 new = int(nonfinite[max(0, counted_to - r):].sum())
                 stats.nonfinite[scene.source_file] = stats.nonfinite.get(scene.source_file, 0) + new
             counted_to = r + tile
-            masks = strip_masks(srcs, scene, r, tile, invalid, options)
+            masks = strip_masks(srcs, scene, r, tile, invalid, options, stats.near_colors)
             written += write_tiles(writer, scene, r, cols, tile, image, masks, stats)
     return written
 
