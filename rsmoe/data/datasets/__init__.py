@@ -21,7 +21,8 @@ name                      release / task
 ``prepare(name, root, out, **options)`` runs one and returns the prepared folder; :func:`available` lists the
 names; :func:`options_of` the keyword options a preparer takes. Options every preparer takes: ``tile`` and
 ``stride`` (pixels; stride defaults to the tile), ``classes`` (a class-table CSV replacing the shipped one, see
-:mod:`rsmoe.data.datasets.labels`), ``unknown_labels`` (``error`` | ``ignore``), ``progress``. Errors from a wrong
+:mod:`rsmoe.data.datasets.labels`), ``unknown_labels`` (``error`` | ``ignore``), ``nonfinite`` (``nodata`` |
+``error``: NaN/inf pixels, see :mod:`rsmoe.data.datasets.tiling`), ``progress``. Errors from a wrong
 release are :class:`PrepareError` (one line; nothing is left at ``out``). :func:`summarize` renders the summary
 that ``rsmoe prepare`` prints. ``loveda``, ``potsdam``, ``vaihingen`` and ``potsdam-vaihingen`` read the downloaded
 zip archives directly (``root`` = the folder holding them, or a zip).

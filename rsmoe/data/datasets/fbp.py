@@ -304,6 +304,7 @@ def prepare_fbp(
     stride: int | None = None,
     classes: str | Path | None = None,
     nodata: float | None = 0,
+    nonfinite: str = "nodata",
     unknown_labels: str = "error",
     color_tolerance: int = 0,
     progress: bool = False,
@@ -323,8 +324,8 @@ def prepare_fbp(
                    target_regions=as_list(target_regions), megacities_root=megacities_root,
                    megacities_map=megacities_map, nodata=nodata, classes=classes)
     prep = Preparation(name=f"fbp-{task}", out=Path(out), table=table, tile=tile, stride=stride,
-                       unknown=unknown_labels, tolerance=color_tolerance, progress=progress, options=options,
-                       notes=notes,
+                       unknown=unknown_labels, tolerance=color_tolerance, progress=progress, nonfinite=nonfinite,
+                       options=options, notes=notes,
                        extra={"band_order": {"GF-2": "B,G,R,NIR (8-bit NIR,R,G,B images reordered)"
                                              if variant == "8bit" else "B,G,R,NIR"}})
     return prep.run(scenes)

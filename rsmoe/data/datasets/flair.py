@@ -57,6 +57,7 @@ def prepare_flair(
     stride: int | None = None,
     classes: str | Path | None = None,
     nodata: float | None | str = None,
+    nonfinite: str = "nodata",
     unknown_labels: str = "error",
     progress: bool = False,
 ) -> Path:
@@ -112,7 +113,7 @@ def prepare_flair(
         notes.append(f"domain(s) not in the official FLAIR #1 lists, split taken from the folder name: "
                      f"{', '.join(sorted(unlisted))}")
     prep = Preparation(name="flair", out=Path(out), table=table, tile=tile, stride=stride, unknown=unknown_labels,
-                       progress=progress, notes=notes,
+                       progress=progress, nonfinite=nonfinite, notes=notes,
                        options=dict(domains=sorted(only), val_domains=sorted(val_set),
                                     test_domains=sorted(as_list(test_domains)), nodata=nodata, classes=classes))
     return prep.run(scenes)

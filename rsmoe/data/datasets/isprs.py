@@ -263,6 +263,7 @@ def prepare_potsdam(
     tile: int = 512,
     stride: int | None = None,
     classes: str | Path | None = None,
+    nonfinite: str = "nodata",
     unknown_labels: str = "error",
     color_tolerance: int = ISPRS_COLOR_TOLERANCE,
     progress: bool = False,
@@ -275,7 +276,7 @@ def prepare_potsdam(
     scenes, skipped = potsdam_scenes(root, isprs_files(root), req, bands)
     require_scenes(scenes, root, "Potsdam", split_set)
     prep = Preparation(name="isprs-potsdam", out=Path(out), table=table, tile=tile, stride=stride,
-                       unknown=unknown_labels, tolerance=color_tolerance, progress=progress,
+                       unknown=unknown_labels, tolerance=color_tolerance, progress=progress, nonfinite=nonfinite,
                        notes=skipped_note("Potsdam", skipped), extra={"labels": labels},
                        options=dict(bands=bands, labels=labels, alternate_labels=alternates, split_set=split_set,
                                     splits=splits, classes=classes, color_tolerance=color_tolerance))
@@ -293,6 +294,7 @@ def prepare_vaihingen(
     tile: int = 512,
     stride: int | None = None,
     classes: str | Path | None = None,
+    nonfinite: str = "nodata",
     unknown_labels: str = "error",
     color_tolerance: int = ISPRS_COLOR_TOLERANCE,
     progress: bool = False,
@@ -305,7 +307,7 @@ def prepare_vaihingen(
     scenes, skipped = vaihingen_scenes(root, isprs_files(root), req)
     require_scenes(scenes, root, "Vaihingen", split_set)
     prep = Preparation(name="isprs-vaihingen", out=Path(out), table=table, tile=tile, stride=stride,
-                       unknown=unknown_labels, tolerance=color_tolerance, progress=progress,
+                       unknown=unknown_labels, tolerance=color_tolerance, progress=progress, nonfinite=nonfinite,
                        notes=skipped_note("Vaihingen", skipped), extra={"labels": labels},
                        options=dict(labels=labels, alternate_labels=alternates, split_set=split_set, splits=splits,
                                     classes=classes, color_tolerance=color_tolerance))
@@ -324,6 +326,7 @@ def prepare_potsdam_vaihingen(
     tile: int = 512,
     stride: int | None = None,
     classes: str | Path | None = None,
+    nonfinite: str = "nodata",
     unknown_labels: str = "error",
     color_tolerance: int = ISPRS_COLOR_TOLERANCE,
     progress: bool = False,
@@ -349,8 +352,8 @@ def prepare_potsdam_vaihingen(
     notes = skipped_note("Potsdam", p_skipped) + skipped_note("Vaihingen", v_skipped) + [
         "Vaihingen is stored as its NIR,R,G bands and read by the RGB-trained model as a 3-band image (the shift)"]
     prep = Preparation(name="isprs-potsdam-vaihingen", out=Path(out), table=table, tile=tile, stride=stride,
-                       unknown=unknown_labels, tolerance=color_tolerance, progress=progress, notes=notes,
-                       extra={"labels": labels},
+                       unknown=unknown_labels, tolerance=color_tolerance, progress=progress, nonfinite=nonfinite,
+                       notes=notes, extra={"labels": labels},
                        options=dict(potsdam_root=potsdam_root, vaihingen_root=vaihingen_root, labels=labels,
                                     vaihingen_areas=vaihingen_areas, splits=splits, classes=classes,
                                     color_tolerance=color_tolerance))

@@ -106,6 +106,7 @@ def prepare_loveda(
     stride: int | None = None,
     classes: str | Path | None = None,
     nodata: float | None | str = None,
+    nonfinite: str = "nodata",
     unknown_labels: str = "error",
     progress: bool = False,
 ) -> Path:
@@ -125,7 +126,7 @@ def prepare_loveda(
         if not any(s.domain == t for s in scenes):
             raise PrepareError(f"{root}: no images in Val/{t}/images_png with masks (empty domain {t})")
     prep = Preparation(name="loveda", out=Path(out), table=table, tile=tile, stride=stride, unknown=unknown_labels,
-                       progress=progress, notes=notes,
+                       progress=progress, nonfinite=nonfinite, notes=notes,
                        options=dict(targets=sorted(target_set), nodata=nodata, classes=classes))
     return prep.run(scenes)
 

@@ -74,6 +74,7 @@ def prepare_openearthmap(
     stride: int | None = None,
     classes: str | Path | None = None,
     nodata: float | None | str = None,
+    nonfinite: str = "nodata",
     unknown_labels: str = "error",
     progress: bool = False,
 ) -> Path:
@@ -132,7 +133,7 @@ def prepare_openearthmap(
     if unlabelled_test:
         notes.append(f"{len(unlabelled_test)} test image(s) without label skipped")
     prep = Preparation(name="openearthmap", out=Path(out), table=table, tile=tile, stride=stride,
-                       unknown=unknown_labels, progress=progress, notes=notes,
+                       unknown=unknown_labels, progress=progress, nonfinite=nonfinite, notes=notes,
                        details={"regions": {s.domain: sorted({_region(x.image.name) for x in scenes
                                                               if x.domain == s.domain}) for s in scenes}},
                        options=dict(continents=continents, target_continents=sorted(targets), nodata=nodata,

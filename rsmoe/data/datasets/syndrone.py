@@ -137,6 +137,7 @@ def prepare_syndrone(
     stride: int | None = None,
     classes: str | Path | None = None,
     nodata: float | None | str = None,
+    nonfinite: str = "nodata",
     unknown_labels: str = "ignore",
     progress: bool = False,
 ) -> Path:
@@ -169,7 +170,7 @@ def prepare_syndrone(
              f"no split lists found under {root}/splits: split by town (test {sorted(sel.test_towns)}, val "
              f"{sorted(sel.val_towns)})"]
     prep = Preparation(name=f"syndrone-{labels}", out=Path(out), table=sel.table, tile=tile, stride=stride,
-                       unknown=unknown_labels, progress=progress, notes=notes,
+                       unknown=unknown_labels, progress=progress, nonfinite=nonfinite, notes=notes,
                        options=dict(labels=labels, scenarios=sorted(scen), heights=sorted(hts),
                                     test_towns=sorted(sel.test_towns), val_towns=sorted(sel.val_towns),
                                     domain_by=domain_by, nodata=nodata, classes=classes))
