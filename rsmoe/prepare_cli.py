@@ -3,16 +3,17 @@
     rsmoe prepare <dataset> --root RAW --out PREPARED [--tile 512 --stride 512] [--classes CSV]
                   [--regions CSV --target-regions A,B] [--continents CSV] [--variant 8bit|16bit]
                   [--labels eroded|full|fine|coarse] [--splits FILE] [--split-set official|mpers]
-                  [--megacities-root DIR --megacities-map CSV] [--targets Urban] [--unknown-labels error|ignore]
-                  [--color-tolerance N] [--nodata VALUE|none] [--option KEY=VALUE ...] [--no-progress]
+                  [--megacities-root DIR --megacities-map CSV] [--targets Urban] [--protocol transfer|official]
+                  [--unknown-labels error|ignore] [--color-tolerance N] [--nodata VALUE|none]
+                  [--nonfinite nodata|error] [--option KEY=VALUE ...] [--no-progress]
     rsmoe prepare --list
 
-The dataset names and what each option means are in :mod:`rsmoe.data.datasets` (and each release module's
-docstring). A flag that the chosen preparer does not take is an error naming it. ``--option KEY=VALUE`` passes
-any other keyword option of the preparer (the value is parsed as YAML: ``--option merge=false``).
-
-The integrator wires this into ``rsmoe.cli``: ``p = sub.add_parser("prepare", ...); add_prepare_arguments(p);
-p.set_defaults(func=run_prepare)``.
+``--root`` is the release as downloaded: a folder, or for loveda, potsdam, vaihingen and potsdam-vaihingen also the
+zip archives themselves (read directly). The dataset names and what each option means are in
+:mod:`rsmoe.data.datasets` (and each release module's docstring; ``docs/datasets.md`` describes the releases). A flag
+that the chosen preparer does not take is an error naming it. ``--option KEY=VALUE`` passes any other keyword option
+of the preparer (the value is parsed as YAML: ``--option merge=false``). Every problem with the release or the
+options is one line on stderr (``rsmoe prepare: error: …``) and exit status 2; nothing is left at ``--out``.
 """
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ _FLAGS: dict[str, str] = {
     "megacities_root": "megacities_root",
     "megacities_map": "megacities_map",
     "targets": "targets",
+    "protocol": "protocol",
+    "nonfinite": "nonfinite",
     "unknown_labels": "unknown_labels",
     "color_tolerance": "color_tolerance",
     "nodata": "nodata",
@@ -64,8 +67,13 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--megacities-root", help="FBP five-megacities release folder (cross-sensor targets)")
     parser.add_argument("--megacities-map", help="CSV city,sensor,images,labels[,band_order] for that release")
     parser.add_argument("--targets", help="LoveDA target domains (default Urban; 'none' mirrors the folders)")
+    parser.add_argument("--protocol", help="WHU-OHS domains: transfer (source/target images; default) | official")
     parser.add_argument("--unknown-labels", choices=["error", "ignore"], help="label values outside the table")
-    parser.add_argument("--color-tolerance", type=int, help="colour labels: max channel difference to match")
+    parser.add_argument("--color-tolerance", type=int,
+                        help="colour labels: a colour within N per channel of a table colour takes its class "
+                             "(ISPRS default 64)")
+    parser.add_argument("--nonfinite", choices=["nodata", "error"],
+                        help="NaN/inf image values: written as no-data (default) or refused")
     parser.add_argument("--nodata", help="no-data value of the images (a number, 'none', or 'file')")
     parser.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
                         help="any other keyword option of the preparer (value parsed as YAML); repeatable")
@@ -73,7 +81,10 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     return parser
 
 
-def _nodata(text: str) -> Any:
+def parse_nodata(text: str) -> Any:
+    """``--nodata``: a number, ``none`` or ``file``."""
+    from .data.datasets import PrepareError
+
     t = text.strip().lower()
     if t in ("none", "null", ""):
         return None
@@ -82,13 +93,23 @@ def _nodata(text: str) -> Any:
     try:
         return float(text)
     except ValueError:
-        raise ValueError(f"--nodata: expected a number, 'none' or 'file', got {text!r}") from None
+        raise PrepareError(f"--nodata: expected a number, 'none' or 'file', got {text!r}") from None
+
+
+def parse_option_value(key: str, text: str) -> Any:
+    """An ``--option KEY=VALUE`` value, parsed as YAML."""
+    import yaml
+
+    from .data.datasets import PrepareError
+
+    try:
+        return yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as e:
+        raise PrepareError(f"--option {key}: {text!r} is not a YAML value ({str(e).splitlines()[0]})") from None
 
 
 def collect_options(args: argparse.Namespace, known: dict[str, Any]) -> dict[str, Any]:
     """The preparer keyword options given by ``args``; a flag the preparer does not take is an error."""
-    import yaml
-
     from .data.datasets import PrepareError
 
     options: dict[str, Any] = {}
@@ -99,7 +120,7 @@ def collect_options(args: argparse.Namespace, known: dict[str, Any]) -> dict[str
         if key not in known:
             flag = "--" + attr.replace("_", "-")
             raise PrepareError(f"{flag} does not apply to {args.dataset} (its options: {', '.join(known)})")
-        options[key] = _nodata(value) if key == "nodata" else value
+        options[key] = parse_nodata(value) if key == "nodata" else value
     for item in args.options or []:
         if "=" not in item:
             raise PrepareError(f"--option {item!r}: expected KEY=VALUE")
@@ -107,7 +128,7 @@ def collect_options(args: argparse.Namespace, known: dict[str, Any]) -> dict[str
         k = k.strip().replace("-", "_")
         if k not in known:
             raise PrepareError(f"--option {k}: not an option of {args.dataset} (its options: {', '.join(known)})")
-        options[k] = yaml.safe_load(v) if v.strip() else None
+        options[k] = parse_option_value(k, v)
     if "progress" in known:
         options["progress"] = not args.no_progress
     return options
@@ -116,6 +137,7 @@ def collect_options(args: argparse.Namespace, known: dict[str, Any]) -> dict[str
 def run_prepare(args: argparse.Namespace) -> int:
     """Run ``rsmoe prepare``; print the summary. Returns 0, or 2 after a one-line error on stderr."""
     from .data.datasets import RELEASES, PrepareError, available, options_of, prepare, summarize
+    from .errors import RsmoeError, one_line
 
     if args.list:
         for name in available():
@@ -129,16 +151,15 @@ def run_prepare(args: argparse.Namespace) -> int:
             raise PrepareError("--root (the official release) and --out (the prepared folder) are required")
         options = collect_options(args, options_of(args.dataset))
         out = prepare(args.dataset, args.root, args.out, **options)
-    except (PrepareError, ValueError, FileNotFoundError) as e:
-        msg = " ".join(str(e).split())
-        print(f"rsmoe prepare: error: {msg}", file=sys.stderr)
+    except RsmoeError as e:  # PrepareError and the prepared format's own DataError; anything else is a bug
+        print(f"rsmoe prepare: error: {one_line(e)}", file=sys.stderr)
         return 2
     print(summarize(out))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m rsmoe.prepare_cli``) until the command is wired into rsmoe.cli."""
+    """Stand-alone entry point (``python -m rsmoe.prepare_cli``); ``rsmoe prepare`` is the same command."""
     parser = argparse.ArgumentParser(prog="rsmoe prepare", description=__doc__.split("\n\n")[0])
     add_prepare_arguments(parser)
     return run_prepare(parser.parse_args(argv))

@@ -1,6 +1,7 @@
 """Release preparers: fake releases in the official layouts → prepare → load → train a few iterations → eval.
 
-Per task (configs/tasks/*.yaml): the fixture writer of its release (tests/fixtures/releases.py), ``prepare`` with
+Per task (configs/tasks/*.yaml): the fixture writer of its release (tests/fixtures/, each following the public
+sources its docstring names; tests/test_release_layouts.py checks the published layouts), ``prepare`` with
 32-pixel tiles, :class:`PreparedDataset` loading, ``rsmoe.engine.runner.train`` on the task config with the tiny
 model of ``rsmoe/resources/demo.yaml`` (2 iterations, batch 2), metrics for every target domain. Then what each
 preparer must get right (band order, no-data, georeferencing, label decoding, splits) and the wrong inputs: each a
@@ -12,33 +13,29 @@ import argparse
 import csv
 import json
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import Affine
 
 from fixtures import releases as R
+from fixtures.checks import assert_failed_cleanly, read
 from rsmoe.config import load_config, read_yaml
 from rsmoe.data.datasets import PrepareError, available, options_of, prepare, summarize
-from rsmoe.data.datasets.common import LabelTable, grid, preparation_details, resource
+from rsmoe.data.datasets.labels import LabelTable
+from rsmoe.data.datasets.summary import preparation_details
+from rsmoe.data.datasets.tables import resource
+from rsmoe.data.datasets.tiling import tile_starts
 from rsmoe.data.prepared import PreparedDataset, load_dataset_info, read_manifest
 from rsmoe.prepare_cli import add_prepare_arguments, run_prepare
+from rsmoe.windows import window_starts
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = REPO / "configs" / "tasks"
 DEMO = REPO / "rsmoe" / "resources" / "demo.yaml"
 TILE = R.TILE
-
-
-def read(path) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path) as src:
-            return src.read()
 
 
 def tiny_overrides(prepared: Path, out: Path, iterations: int = 2) -> list[str]:
@@ -52,9 +49,9 @@ def tiny_overrides(prepared: Path, out: Path, iterations: int = 2) -> list[str]:
 
 # ------------------------------------------------------------------------------------- fixtures per task
 def _fbp_sensor(raw: Path):
-    f = R.write_fbp(raw / "fbp", n_images=3)
-    m = R.write_megacities(raw / "megacities")
-    return "fbp-cross-sensor", f["root"], {"megacities_root": m["root"]}
+    R.write_fbp(raw / "Five-Billion-Pixels", n_images=3)
+    R.write_megacities(raw)
+    return "fbp-cross-sensor", raw, {}
 
 
 def _fbp_regional(raw: Path):
@@ -71,7 +68,7 @@ def _flair(raw: Path):
 
 
 def _loveda(raw: Path):
-    return "loveda", R.write_loveda(raw / "LoveDA")["root"], {}
+    return "loveda", R.write_loveda(raw / "LoveDA", zipped=True)["root"], {}
 
 
 def _pots_vai(raw: Path):
@@ -156,11 +153,13 @@ def test_cli_train_on_a_task_config(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------ the tiler
-def test_grid_shifts_the_last_window_to_the_edge():
-    assert grid(70, 32, 32) == [0, 32, 38]
-    assert grid(64, 32, 32) == [0, 32]
-    assert grid(50, 32, 16) == [0, 16, 18]
-    assert grid(32, 32, 32) == [0] and grid(20, 32, 32) == []
+def test_tile_grid_is_window_starts_and_never_pads():
+    assert tile_starts(70, 32, 32) == [0, 32, 38]  # the last window shifted to end at the edge
+    assert tile_starts(64, 32, 32) == [0, 32]
+    assert tile_starts(50, 32, 16) == [0, 16, 18]
+    assert tile_starts(32, 32, 32) == [0] and tile_starts(20, 32, 32) == []  # shorter than a tile: skipped
+    for n in range(32, 140):
+        assert tile_starts(n, 32, 24) == window_starts(n, 32, 24)
 
 
 def test_fbp_band_order_nodata_and_grid(tmp_path):
@@ -216,7 +215,7 @@ def test_images_smaller_than_the_tile_are_skipped_and_listed(tmp_path):
 def test_georeferencing_is_kept_per_window(tmp_path):
     w = R.write_whu_ohs(tmp_path / "raw")
     out = prepare("whu-ohs", w["root"], tmp_path / "p", tile=TILE)
-    row = next(r for r in read_manifest(out) if r["row"] == 8 and r["col"] == 12)
+    row = next(r for r in read_manifest(out) if r["row"] == 8 and r["col"] == 12 and r["domain"] == "Source")
     with rasterio.open(w["root"] / row["source_file"]) as src, rasterio.open(out / row["image"]) as tile:
         assert tile.crs == src.crs
         assert tile.transform == src.transform @ Affine.translation(12, 8)
@@ -225,7 +224,6 @@ def test_georeferencing_is_kept_per_window(tmp_path):
     assert info.classes == ["Farmland", "Forest", "Grassland", "Waterbody", "Built-up land", "Unused land", "Ocean"]
     assert info.extra["reflectance_scale"] == 1.0e-4
     assert info.sensors == {"Source": "OHS", "Target": "OHS"}
-    assert any("not a split by location" in n for n in preparation_details(out)["notes"])
     # the merge is a table: label 3 (woodland) and 6 (other forest land) → Forest, 24 → Ocean
     lab = read(w["root"] / row["source_file"].replace("image", "label"))[0, 8:40, 12:44]
     mask = read(out / row["mask"])[0]
@@ -238,10 +236,10 @@ def test_georeferencing_is_kept_per_window(tmp_path):
 def test_whu_ohs_regions(tmp_path):
     w = R.write_whu_ohs(tmp_path / "raw")
     regions = tmp_path / "regions.csv"
-    regions.write_text("image,region\nO1,Wuhan\nO2,Hefei\nO3_0001.tif,Harbin\n")
-    out = prepare("whu-ohs", w["root"], tmp_path / "p", tile=TILE, regions=regions, target_regions="Harbin,Hefei")
-    assert load_dataset_info(out).extra["tiles"] == {"Source": {"train": 8, "val": 4, "test": 4},
-                                                     "Hefei": {"test": 4}, "Harbin": {"test": 4}}
+    regions.write_text("image,region\nS1,Changchun\nS2,Wuxi\nT1,Jilin\nT2_0001.tif,Shanghai\nO1,Baoding\n")
+    out = prepare("whu-ohs", w["root"], tmp_path / "p", tile=TILE, regions=regions, target_regions="Jilin,Shanghai")
+    assert load_dataset_info(out).extra["tiles"] == {"Source": {"train": 16, "val": 4, "test": 8},
+                                                     "Jilin": {"test": 12}, "Shanghai": {"test": 4}}
     with pytest.raises(PrepareError) as e:
         prepare("whu-ohs", w["root"], tmp_path / "q", tile=TILE, regions=regions)
     assert_failed_cleanly(e, tmp_path / "q", "target_regions")
@@ -260,29 +258,22 @@ def test_flair_domains_splits_and_classes(tmp_path):
         assert t.count == 4 and t.crs.to_epsg() == 2154
 
 
-def test_isprs_colours_eroded_and_full_labels(tmp_path):
+def test_isprs_classes_and_band_choices(tmp_path):
     p = R.write_potsdam(tmp_path / "raw")
     out = prepare("potsdam", p["root"], tmp_path / "p", tile=TILE)
     info = load_dataset_info(out)
     assert info.classes == ["impervious surfaces", "building", "low vegetation", "tree", "car", "clutter"]
     assert info.sensors == {"Potsdam": "ISPRS-Potsdam-RGB"} and info.bands == {"ISPRS-Potsdam-RGB": 3}
-    assert info.extra["preparation"]["alternate_masks"] == {"full": "masks_full/"}
-    assert info.extra["tiles"] == {"Potsdam": {"train": 8, "test": 4}}  # mpers: 6_10, 7_10 train; 4_10 test
-    row = read_manifest(out)[0]
-    src = read(p["root"] / "4_Ortho_RGBIR" / Path(row["source_file"]).name)
-    np.testing.assert_array_equal(read(out / row["image"]), src[:3, :32, :32])
-    eroded = read(out / row["mask"])[0]
-    full = read(out / row["mask"].replace("masks/", "masks_full/", 1))[0]
-    assert (full != 255).all() and (eroded == 255).any()
-    assert ((eroded == full) | (eroded == 255)).all()
-    lab = read(p["root"] / "5_Labels_all" / Path(row["source_file"]).name.replace("_RGBIR", "_label"))
-    colors = np.array(R.ISPRS_COLORS)
-    idx = np.argmax((lab[:, :32, :32].transpose(1, 2, 0)[..., None, :] == colors).all(-1), axis=-1)
-    np.testing.assert_array_equal(full, idx)
-    full_out = prepare("potsdam", p["root"], tmp_path / "full", tile=TILE, labels="full", bands="rgbir")
-    info = load_dataset_info(full_out)
+    rgbir = prepare("potsdam", p["root"], tmp_path / "rgbir", tile=TILE, bands="rgbir", labels="full",
+                    alternate_labels="eroded")
+    info = load_dataset_info(rgbir)
     assert info.bands == {"ISPRS-Potsdam": 4}
     assert info.extra["preparation"]["alternate_masks"] == {"eroded": "masks_eroded/"}
+    row = read_manifest(rgbir)[0]
+    tid = Path(row["source_file"]).stem.split("_", 2)[2].rsplit("_", 1)[0]
+    np.testing.assert_array_equal(read(rgbir / row["image"]), p["truth"][tid]["image"][:, :TILE, :TILE])
+    with rasterio.open(rgbir / row["image"]) as t:
+        assert t.crs.to_epsg() == 32633 and t.transform == p["truth"][tid]["transform"]
 
 
 def test_loveda_target_domain_and_test_without_masks(tmp_path):
@@ -310,22 +301,10 @@ def test_openearthmap_continents_table_and_override(tmp_path):
     assert "Asia" not in load_dataset_info(out2).sensors
 
 
-def test_syndrone_fine_and_coarse_labels(tmp_path):
-    sd = R.write_syndrone(tmp_path / "raw")
-    fine = load_dataset_info(prepare("syndrone", sd["root"], tmp_path / "f", tile=TILE))
-    assert len(fine.classes) == 28 and fine.classes[:3] == ["building", "fence", "other"]
-    coarse_out = prepare("syndrone", sd["root"], tmp_path / "c", tile=TILE, labels="coarse")
-    coarse = load_dataset_info(coarse_out)
-    assert coarse.classes == ["road", "nature", "person", "vehicle", "construction", "obstacle", "water"]
-    row = read_manifest(coarse_out)[0]
-    sem = read(sd["root"] / row["source_file"].replace("/rgb/", "/semantic/").replace(".jpg", ".png"))[0]
-    mask = read(coarse_out / row["mask"])[0]
-    r, c = row["row"], row["col"]
-    sem = sem[r:r + TILE, c:c + TILE]
-    assert (mask[np.isin(sem, [0, 4])] == 255).all() and (mask[sem == 100] == 3).all() and (mask[sem == 7] == 0).all()
-    by_town = prepare("syndrone", R.write_syndrone(tmp_path / "raw2", splits=False)["root"], tmp_path / "t",
-                      tile=TILE, domain_by="height")
-    info = load_dataset_info(by_town)
+def test_syndrone_split_by_town_without_lists(tmp_path):
+    by_height = prepare("syndrone", R.write_syndrone(tmp_path / "raw", splits=False)["root"], tmp_path / "t",
+                        tile=TILE, domain_by="height")
+    info = load_dataset_info(by_height)
     assert info.extra["tiles"] == {"height20m": {"train": 8, "test": 8}, "height50m": {"train": 8, "test": 8}}
 
 
@@ -353,24 +332,16 @@ def test_summary_and_cli(tmp_path, capsys):
 
 def test_class_tables_ship_and_parse():
     for name in ("fbp_classes.csv", "fbp_classes_color.csv", "whu_ohs_merge.csv", "flair_classes.csv",
-                 "loveda_classes.csv", "isprs_classes.csv", "openearthmap_classes.csv", "syndrone_classes.csv"):
+                 "loveda_classes.csv", "isprs_classes.csv", "openearthmap_classes.csv", "syndrone_classes.csv",
+                 "syndrone_coarse_classes.csv"):
         t = LabelTable.from_csv(resource(name))
         assert t.classes and len(t.palette) == len(t.classes)
-    assert LabelTable.from_csv(resource("syndrone_classes.csv")).fine().num_classes == 28
+    assert LabelTable.from_csv(resource("syndrone_classes.csv")).num_classes == 28
+    assert LabelTable.from_csv(resource("syndrone_coarse_classes.csv")).num_classes == 7
     assert LabelTable.from_csv(resource("fbp_classes_color.csv")).kind == "color"
 
 
 # ----------------------------------------------------------------------------------------- wrong inputs
-def assert_failed_cleanly(exc: pytest.ExceptionInfo, out: Path, *fragments: str) -> None:
-    msg = str(exc.value)
-    assert "\n" not in msg, msg
-    for frag in fragments:
-        assert frag in msg, f"{frag!r} not in: {msg}"
-    assert not out.exists(), f"{out} was written"
-    leftovers = [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
-    assert not leftovers, leftovers
-
-
 def test_wrong_band_count(tmp_path):
     fl = R.write_flair(tmp_path / "raw", domains=(["D004_2021"], ["D012_2019"]))
     bad = next((fl["root"] / "flair_aerial_train").rglob("IMG_*.tif"))
@@ -407,12 +378,12 @@ def test_image_without_mask(tmp_path):
 
 def test_unreadable_tiff(tmp_path):
     w = R.write_whu_ohs(tmp_path / "raw")
-    bad = w["root"] / "ts" / "image" / "O3_0001.tif"
+    bad = w["root"] / "ts" / "image" / "T2_0001.tif"
     bad.write_bytes(b"II*\x00 this is not a tiff")
     out = tmp_path / "out"
     with pytest.raises(PrepareError) as e:
         prepare("whu-ohs", w["root"], out, tile=TILE)
-    assert_failed_cleanly(e, out, "O3_0001.tif", "cannot read image")
+    assert_failed_cleanly(e, out, "T2_0001.tif", "cannot read image")
 
 
 def test_empty_domain(tmp_path):
@@ -460,7 +431,7 @@ def test_missing_region_table(tmp_path):
 
 WRONG_LAYOUT = {
     "fbp": "Image__8bit_NirRGB",
-    "whu-ohs": "tr/image",
+    "whu-ohs": "tr/image/",
     "flair": "img/IMG_<id>.tif",
     "loveda": "images_png",
     "potsdam": "top_potsdam_<x>_<y>_RGBIR.tif",
@@ -481,19 +452,24 @@ def test_wrong_layout_names_the_missing_folder_or_pattern(name, tmp_path):
     assert_failed_cleanly(e, out, WRONG_LAYOUT[name])
 
 
-def test_megacities_layout_error_asks_for_a_mapping(tmp_path):
+def test_megacities_layout_errors(tmp_path):
     f = R.write_fbp(tmp_path / "raw" / "fbp", n_images=3)
     (tmp_path / "mega" / "Beijing").mkdir(parents=True)
     out = tmp_path / "out"
-    with pytest.raises(PrepareError) as e:
+    with pytest.raises(PrepareError) as e:  # another layout: name the folders the published one has
         prepare("fbp", f["root"], out, megacities_root=tmp_path / "mega", tile=TILE)
-    assert_failed_cleanly(e, out, "megacities_map", "city,sensor,images,labels")
+    assert_failed_cleanly(e, out, "Image__8bit_NirRGB")
+    with pytest.raises(PrepareError) as e:  # no megacities anywhere under the root
+        prepare("fbp", f["root"], out, tile=TILE)
+    assert_failed_cleanly(e, out, "megacities_root", "label_dense__color")
     m = R.write_megacities(tmp_path / "m2")
     mapping = tmp_path / "map.csv"
-    mapping.write_text("city,sensor,images,labels,band_order\nWuhan,GF-1,Wuhan/image,Wuhan/label,BGRN\n"
-                       "Beijing,Sentinel-2,Beijing/image,Beijing/label,2,3,4,1\n".replace(",2,3,4,1", ",\"2,3,4,1\""))
-    out2 = prepare("fbp", f["root"], tmp_path / "ok", megacities_root=m["root"], megacities_map=mapping, tile=TILE)
-    assert set(load_dataset_info(out2).sensors) == {"GF-2", "GF-1", "Sentinel-2"}
+    mapping.write_text("city,sensor,images,labels,band_order\n"
+                       "Wuhan,GF-1,C-megacities/Image__8bit_NirRGB,C-megacities/label_dense__color,BGRN\n"
+                       "Beijing,Sentinel-2,C-megacities/Image__8bit_NirRGB,C-megacities/label_dense__color,x\n")
+    with pytest.raises(PrepareError) as e:
+        prepare("fbp", f["root"], out, megacities_root=m["root"], megacities_map=mapping, tile=TILE)
+    assert_failed_cleanly(e, out, "map.csv row 3", "band_order 'x'")
 
 
 def test_failed_prepare_keeps_the_previous_output(tmp_path):
@@ -522,7 +498,8 @@ def test_label_table_decoding():
     t = LabelTable.from_rows("t.csv", [{"value": "0 0 0", "class": ""}, {"value": "255 0 0", "class": "red"},
                                        {"value": "0 0 255", "class": "blue", "color": "#0000ff"}])
     raw = np.array([[[255, 0, 250]], [[0, 0, 0]], [[0, 255, 4]]], dtype=np.uint8)  # pixels: red, blue, (250,0,4)
-    with pytest.raises(PrepareError, match=r"label value \(250, 0, 4\)"):
+    with pytest.raises(PrepareError, match=r"label colour \(250, 0, 4\) \(1 pixel\(s\)\).*nearest table colour "
+                                           r"\(255, 0, 0\) differs by 5.*--color-tolerance 5"):
         t.decode(raw, "x.tif")
     np.testing.assert_array_equal(t.decode(raw, "x.tif", tolerance=5), [[0, 1, 0]])
     np.testing.assert_array_equal(t.decode(raw, "x.tif", unknown="ignore"), [[0, 1, 255]])
@@ -531,3 +508,67 @@ def test_label_table_decoding():
     assert t.palette[1] == [0, 0, 255] and not math.isnan(t.palette[0][0])
     idx = LabelTable.from_rows("i.csv", [{"value": "7", "class": "a"}, {"value": "300", "class": "b"}])
     np.testing.assert_array_equal(idx.decode(np.array([[300, 7]], dtype=np.uint16), "y"), [[1, 0]])
+    with pytest.raises(PrepareError, match=r"label value 8 .*--unknown-labels ignore"):
+        idx.decode(np.array([[300, 8]], dtype=np.uint16), "y")
+
+
+def test_near_colours_take_the_nearest_table_colour():
+    """Many distinct noisy colours at once, against a per-pixel loop over the table (the obvious implementation)."""
+    table = LabelTable.from_csv(resource("isprs_classes.csv"))
+    colors = np.array([tuple(v) for v in table.values])
+    index = {c: i for i, c in enumerate(table.classes)}
+    cls = np.array([255 if t is None else index[t] for t in table.targets])
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, len(colors), size=(30, 40))
+    rgb = np.clip(colors[truth].astype(int) + rng.integers(-40, 41, size=(30, 40, 3)), 0, 255).astype(np.uint8)
+    got = table.decode(rgb.transpose(2, 0, 1), "noisy.tif", tolerance=64)
+    want = np.empty(truth.shape, dtype=np.int64)
+    for (i, j), _ in np.ndenumerate(truth):
+        dist = np.abs(colors.astype(int) - rgb[i, j].astype(int)).max(axis=1)
+        want[i, j] = cls[dist.argmin()] if dist.min() <= 64 else -1
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, cls[truth])  # ±40 around ISPRS colours: always the drawn class
+
+
+def test_nonfinite_pixels_are_written_as_nodata_or_refused(tmp_path):
+    """A float release with NaN/inf values: those pixels get mask 255 and image 0 in every band, and the file is
+    named in the summary; nonfinite="error" refuses it in one line naming the file."""
+    w = R.write_whu_ohs(tmp_path / "raw", files={"tr": ["S1_0001"], "ts": ["T1_0001"]})
+    images = {}
+    for rel in ("tr/image/S1_0001.tif", "ts/image/T1_0001.tif"):
+        img = read(w["root"] / rel).astype(np.float32) / 10000
+        if rel.startswith("tr"):
+            img[3, 5, 7], img[0, 20, 30], img[:, 33, 2] = np.nan, np.inf, -np.inf
+        R.write(w["root"] / rel, img)
+        images[rel] = img
+    out = prepare("whu-ohs", w["root"], tmp_path / "out", tile=TILE)
+    bad = ~np.isfinite(images["tr/image/S1_0001.tif"]).all(axis=0)
+    assert bad.sum() == 3
+    for row in read_manifest(out):
+        if not row["source_file"].startswith("tr/"):
+            continue
+        win = (slice(row["row"], row["row"] + TILE), slice(row["col"], row["col"] + TILE))
+        tile, mask = read(out / row["image"]), read(out / row["mask"])[0]
+        assert np.isfinite(tile).all()
+        assert (mask[bad[win]] == 255).all() and (tile[:, bad[win]] == 0).all()
+        np.testing.assert_array_equal(tile[:, ~bad[win]], images["tr/image/S1_0001.tif"][:, win[0], win[1]][:, ~bad[win]])
+    details = preparation_details(out)
+    assert details["nonfinite_pixels"] == {"tr/image/S1_0001.tif": 3}
+    assert "tr/image/S1_0001.tif: 3 pixel(s) with NaN/inf values written as no-data" in summarize(out)
+    with pytest.raises(PrepareError) as e:
+        prepare("whu-ohs", w["root"], tmp_path / "strict", tile=TILE, nonfinite="error")
+    assert_failed_cleanly(e, tmp_path / "strict", "S1_0001.tif", "NaN/inf")
+
+
+def test_zipped_release_for_a_preparer_that_needs_it_extracted(tmp_path):
+    sd = R.write_syndrone(tmp_path / "raw")
+    archive = tmp_path / "zips" / "Town01_Opt_120_color.zip"
+    archive.parent.mkdir()
+    archive.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip, as downloaded
+    with pytest.raises(PrepareError) as e:
+        prepare("syndrone", archive.parent, tmp_path / "out", tile=TILE)
+    assert_failed_cleanly(e, tmp_path / "out", "Town01_Opt_120_color.zip", "extract them first")
+    with pytest.raises(PrepareError) as e:
+        prepare("syndrone", archive, tmp_path / "out", tile=TILE)
+    assert_failed_cleanly(e, tmp_path / "out", "is a zip archive", "extract it")
+    assert prepare("syndrone", sd["root"], tmp_path / "ok", tile=TILE).is_dir()

@@ -160,8 +160,8 @@ class PreparedWriter:
         col: int = 0,
         crs: Any = None,
         transform: Any = None,
-    ) -> None:
-        """Validate one tile (image C×H×W, mask H×W) and write it as two GeoTIFFs."""
+    ) -> dict[str, Any]:
+        """Validate one tile (image C×H×W, mask H×W) and write it as two GeoTIFFs; returns its manifest row."""
         if self._closed:
             raise RuntimeError(f"{self.out_dir}: writer is closed")
         where = f"tile {source_file or '<no source file>'} (row {row}, col {col}, domain {domain}, split {split})"
@@ -174,6 +174,7 @@ class PreparedWriter:
         self._record(image, domain, split, sensor)
         self._rows.append({"image": image_rel, "mask": mask_rel, "domain": domain, "split": split, "sensor": sensor,
                            "source_file": str(source_file), "row": int(row), "col": int(col)})
+        return dict(self._rows[-1])
 
     def _check_tile(self, image: np.ndarray, mask: np.ndarray, domain: str, split: str, sensor: str,
                     where: str) -> None:

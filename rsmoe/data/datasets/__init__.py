@@ -8,7 +8,7 @@ name                      release / task
 ``fbp``                   Five-Billion-Pixels (+ the five-megacities targets): ``task`` cross-sensor | cross-regional
 ``fbp-cross-sensor``      ``fbp`` with ``task="cross-sensor"``
 ``fbp-cross-regional``    ``fbp`` with ``task="cross-regional"`` (needs ``regions``, an image → region CSV)
-``whu-ohs``               WHU-OHS, 32-band Orbita hyperspectral (24 classes merged to 7)
+``whu-ohs``               WHU-OHS, 32-band Orbita hyperspectral (source images → target images, 7 classes)
 ``flair``                 FLAIR #1 aerial R, G, B, NIR (12 classes, domains = départements)
 ``loveda``                LoveDA rural → urban (RGB)
 ``potsdam``               ISPRS Potsdam R, G, B (MPerS)
@@ -21,9 +21,17 @@ name                      release / task
 ``prepare(name, root, out, **options)`` runs one and returns the prepared folder; :func:`available` lists the
 names; :func:`options_of` the keyword options a preparer takes. Options every preparer takes: ``tile`` and
 ``stride`` (pixels; stride defaults to the tile), ``classes`` (a class-table CSV replacing the shipped one, see
-:mod:`rsmoe.data.datasets.common`), ``unknown_labels`` (``error`` | ``ignore``), ``progress``. Errors from a wrong
+:mod:`rsmoe.data.datasets.labels`), ``unknown_labels`` (``error`` | ``ignore``), ``nonfinite`` (``nodata`` |
+``error``: NaN/inf pixels, see :mod:`rsmoe.data.datasets.tiling`), ``progress``. Errors from a wrong
 release are :class:`PrepareError` (one line; nothing is left at ``out``). :func:`summarize` renders the summary
-that ``rsmoe prepare`` prints.
+that ``rsmoe prepare`` prints. ``loveda``, ``potsdam``, ``vaihingen`` and ``potsdam-vaihingen`` read the downloaded
+zip archives directly (``root`` = the folder holding them, or a zip).
+
+The shared machinery, one concept per module: :mod:`.errors` (:class:`PrepareError`), :mod:`.tables` (shipped and
+user tables), :mod:`.labels` (label tables and colour decoding), :mod:`.files` (finding a release's files, zips
+included), :mod:`.scenes` (one image + label and its checks), :mod:`.tiling` (cutting a scene into tiles),
+:mod:`.preparation` (a whole preparation), :mod:`.summary` (what it wrote). ``docs/datasets.md`` describes every
+release as published and the sources each preparer follows.
 """
 from __future__ import annotations
 
@@ -32,13 +40,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .common import LabelTable, PrepareError, summarize
+from .errors import PrepareError
 from .fbp import prepare_fbp
 from .flair import prepare_flair
 from .isprs import prepare_potsdam, prepare_potsdam_vaihingen, prepare_vaihingen
+from .labels import LabelTable
 from .loveda import prepare_loveda
 from .openearthmap import prepare_openearthmap
 from .syndrone import prepare_syndrone
+from .summary import summarize
 from .whu_ohs import prepare_whu_ohs
 
 
@@ -61,7 +71,7 @@ RELEASES: dict[str, Release] = {
                 (("task", "cross-sensor"),)),
         Release("fbp-cross-regional", prepare_fbp, "Five-Billion-Pixels GF-2 regions → 12 target cities",
                 (("task", "cross-regional"),)),
-        Release("whu-ohs", prepare_whu_ohs, "WHU-OHS 32-band hyperspectral, 7 merged classes"),
+        Release("whu-ohs", prepare_whu_ohs, "WHU-OHS 32-band hyperspectral, source images S1-S8 → target images T1-T8"),
         Release("flair", prepare_flair, "FLAIR #1 aerial R,G,B,NIR, 12 classes, domains = départements"),
         Release("loveda", prepare_loveda, "LoveDA RGB, domains Rural/Urban"),
         Release("potsdam", prepare_potsdam, "ISPRS Potsdam RGB (MPerS splits)"),

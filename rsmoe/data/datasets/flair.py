@@ -30,18 +30,12 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from .common import (
-    Preparation,
-    PrepareError,
-    Scene,
-    as_list,
-    find_files,
-    load_table,
-    read_yaml_file,
-    relpath,
-    require_root,
-    resource,
-)
+from .errors import PrepareError
+from .files import archives_note, find_files, relpath, require_root
+from .labels import load_table
+from .preparation import Preparation
+from .scenes import Scene
+from .tables import as_list, read_yaml_file, resource
 
 DOMAIN_RE = re.compile(r"^D\d{3}_\d{4}$")
 ID_RE = re.compile(r"^(?:IMG|MSK)_(\d+)$", re.IGNORECASE)
@@ -63,6 +57,7 @@ def prepare_flair(
     stride: int | None = None,
     classes: str | Path | None = None,
     nodata: float | None | str = None,
+    nonfinite: str = "nodata",
     unknown_labels: str = "error",
     progress: bool = False,
 ) -> Path:
@@ -71,7 +66,7 @@ def prepare_flair(
     images = [p for p in find_files(root, ["IMG_*.tif", "IMG_*.tiff"], recursive=True) if p.parent.name == "img"]
     if not images:
         raise PrepareError(f"{root}: no FLAIR images matching <domain>/<zone>/img/IMG_<id>.tif (e.g. "
-                           "flair_aerial_train/D004_2021/Z1_NN/img/IMG_000001.tif)")
+                           f"flair_aerial_train/D004_2021/Z1_NN/img/IMG_000001.tif){archives_note(root)}")
     masks: dict[str, Path] = {}
     for m in find_files(root, ["MSK_*.tif", "MSK_*.tiff"], recursive=True):
         if m.parent.name == "msk" and ID_RE.match(m.stem):
@@ -118,7 +113,7 @@ def prepare_flair(
         notes.append(f"domain(s) not in the official FLAIR #1 lists, split taken from the folder name: "
                      f"{', '.join(sorted(unlisted))}")
     prep = Preparation(name="flair", out=Path(out), table=table, tile=tile, stride=stride, unknown=unknown_labels,
-                       progress=progress, notes=notes,
+                       progress=progress, nonfinite=nonfinite, notes=notes,
                        options=dict(domains=sorted(only), val_domains=sorted(val_set),
                                     test_domains=sorted(as_list(test_domains)), nodata=nodata, classes=classes))
     return prep.run(scenes)

@@ -28,17 +28,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from .common import (
-    Preparation,
-    PrepareError,
-    Scene,
-    as_list,
-    load_table,
-    read_csv_rows,
-    relpath,
-    require_root,
-    resource,
-)
+from .errors import PrepareError
+from .files import archives_note, relpath, require_root
+from .labels import load_table
+from .preparation import Preparation
+from .scenes import Scene
+from .tables import as_list, read_csv_rows, resource
 
 LISTS = {"train": "train.txt", "val": "val.txt", "test": "test.txt"}
 
@@ -65,7 +60,8 @@ def _find_base(root: Path) -> Path:
         if any((cand / f).is_file() for f in LISTS.values()):
             return cand
     raise PrepareError(f"{root}: no OpenEarthMap split list train.txt / val.txt / test.txt found (expected "
-                       "<region>/images/<region>_<n>.tif, <region>/labels/<region>_<n>.tif and the split lists)")
+                       "<region>/images/<region>_<n>.tif, <region>/labels/<region>_<n>.tif and the split lists)"
+                       f"{archives_note(root)}")
 
 
 def prepare_openearthmap(
@@ -78,6 +74,7 @@ def prepare_openearthmap(
     stride: int | None = None,
     classes: str | Path | None = None,
     nodata: float | None | str = None,
+    nonfinite: str = "nodata",
     unknown_labels: str = "error",
     progress: bool = False,
 ) -> Path:
@@ -136,7 +133,7 @@ def prepare_openearthmap(
     if unlabelled_test:
         notes.append(f"{len(unlabelled_test)} test image(s) without label skipped")
     prep = Preparation(name="openearthmap", out=Path(out), table=table, tile=tile, stride=stride,
-                       unknown=unknown_labels, progress=progress, notes=notes,
+                       unknown=unknown_labels, progress=progress, nonfinite=nonfinite, notes=notes,
                        details={"regions": {s.domain: sorted({_region(x.image.name) for x in scenes
                                                               if x.domain == s.domain}) for s in scenes}},
                        options=dict(continents=continents, target_continents=sorted(targets), nodata=nodata,
