@@ -143,6 +143,7 @@ class TrainConfig:
     devices: int = 1
     precision: str = "32-true"
     resume: str | None = None  # a last.ckpt to continue from
+    checkpoint_every: int = 2000  # iterations between last.ckpt saves (about 10 minutes of a GPU run); + the last
 
 
 @dataclass

@@ -126,6 +126,9 @@ def check_train(t: Any) -> None:
     positive("train.log_every", t.log_every)
     positive("train.devices", t.devices)
     one_of("train.precision", t.precision, PRECISIONS)
+    positive("train.checkpoint_every", t.checkpoint_every)
+    if t.resume is not None and not str(t.resume).strip():
+        raise ConfigError("train.resume: empty path; give a last.ckpt or null")
 
 
 def check_mpers(m: Any) -> None:

@@ -40,6 +40,15 @@ class PredictError(RsmoeError, ValueError):
     """A scene or option of ``rsmoe predict`` that cannot be used."""
 
 
+class OutputError(RsmoeError, OSError):
+    """An output file or folder that cannot be written: read-only, full, a file where a folder is expected, a
+    folder that does not exist."""
+
+
+class TrainingError(RsmoeError, ArithmeticError):
+    """Training cannot go on: a non-finite loss or weights (learning rate too high, or bad values in the data)."""
+
+
 class CaptionError(RsmoeError, RuntimeError):
     """A caption could not be produced (MLLM backend, caption store); ``requests`` is how many backend calls were
     spent on it."""
@@ -54,5 +63,5 @@ def one_line(message: object) -> str:
     return " ".join(str(message).split())
 
 
-__all__ = ["CaptionError", "CheckpointError", "ConfigError", "DataError", "MissingFileError", "PredictError", "RsmoeError",
-           "one_line"]
+__all__ = ["CaptionError", "CheckpointError", "ConfigError", "DataError", "MissingFileError", "OutputError", "PredictError",
+           "RsmoeError", "TrainingError", "one_line"]

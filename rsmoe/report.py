@@ -1,13 +1,18 @@
 """Human-readable results: Markdown tables of per-domain metrics and PNG panels (image / truth / predictions)."""
 from __future__ import annotations
 
+import csv
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
+from .errors import OutputError
+from .io.atomic import atomic_path, atomic_write_text
+from .io.writable import describe
+
 SUMMARY_KEYS = ("mIoU", "mAcc", "mF1", "OA")
+LOSS_CURVE_NAME = "loss_curve.png"
 
 
 def _pct(value: float) -> str:
@@ -66,12 +71,63 @@ def eval_report_markdown(metrics: dict, title: str = "Evaluation") -> str:
 
 
 def write_eval_report(path: str | Path, metrics: dict, title: str = "Evaluation") -> Path:
-    """Write :func:`eval_report_markdown` to ``path`` (via a temporary file)."""
+    """Write :func:`eval_report_markdown` to ``path`` atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(eval_report_markdown(metrics, title))
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write_text(path, eval_report_markdown(metrics, title))
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {describe(exc)}") from None
+
+
+def read_loss_log(path: str | Path) -> dict[str, list[float]]:
+    """The columns of a ``train_log.csv`` (``step``, ``loss…``, ``lr``) as float lists; rows that do not parse
+    (a line torn by a kill) end the read."""
+    columns: dict[str, list[float]] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            try:
+                values = {k: float(v) for k, v in row.items()}
+            except (TypeError, ValueError):
+                break
+            for k, v in values.items():
+                columns.setdefault(k, []).append(v)
+    return columns
+
+
+def save_loss_curve(log: str | Path, path: str | Path, title: str = "training losses") -> Path | None:
+    """Plot every ``loss*`` column of a ``train_log.csv`` against the step (log scale when positive), with the
+    learning rate on a second axis; written atomically. None when the log has no rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    log, path = Path(log), Path(path)
+    columns = read_loss_log(log) if log.is_file() else {}
+    if not columns.get("step"):
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in [k for k in columns if k.startswith("loss")]:
+        ax.plot(columns["step"], columns[name], label=name, linewidth=1)
+    if all(v > 0 for k in columns if k.startswith("loss") for v in columns[k]):
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    if "lr" in columns:
+        ax2 = ax.twinx()
+        ax2.plot(columns["step"], columns["lr"], color="grey", linestyle=":", linewidth=1, label="lr")
+        ax2.set_ylabel("learning rate")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {describe(exc)}") from None
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -118,9 +174,12 @@ def save_panel(path: Path, image_rgb: np.ndarray, truth: np.ndarray, predictions
                 ax.set_title(name, fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {describe(exc)}") from None
+    finally:
+        plt.close(fig)
     return path

@@ -41,18 +41,6 @@ def test_train_save_load_eval_round_trip(bench, tmp_path):
     assert any(other["domains"][d]["confusion"] != m["confusion"] for d, m in metrics["domains"].items())
 
 
-def test_resume_continues_from_last_checkpoint(bench, tmp_path):
-    cfg = run_cfg(bench, tmp_path / "a", "train.iterations=4")
-    train(cfg, progress=False)
-    last = tmp_path / "a" / "last.ckpt"
-    state = torch.load(last, weights_only=False)
-    assert state["global_step"] == 4
-    assert not any(k.startswith(("model.backbone.", "model.depth.")) for k in state["state_dict"])
-    resumed = run_cfg(bench, tmp_path / "b", "train.iterations=6", f"train.resume={last}")
-    metrics = train(resumed, progress=False)
-    assert metrics["step"] == 6
-
-
 def test_cli_train_eval_params(bench, tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["train", "--config", str(demo_config_path()), "--set", f"data.root={bench}",

@@ -25,8 +25,9 @@ from safetensors.torch import save_file
 
 from ..config import Config, config_from_dict
 from ..data.normalize import Normalize
-from ..errors import CheckpointError, MissingFileError, one_line
+from ..errors import CheckpointError, MissingFileError, OutputError, one_line
 from ..io.atomic import atomic_path
+from ..io.writable import describe
 from ..models.build import build_model
 from ..models.protocol import SegModel
 
@@ -120,12 +121,16 @@ def migrate(tensors: dict[str, torch.Tensor], meta: dict[str, str], path: Path) 
 
 
 def save_checkpoint(model: SegModel, meta: CheckpointMeta, path: str | Path) -> Path:
-    """Write the trainable tensors + metadata to ``path`` atomically (temporary file, fsync, rename)."""
+    """Write the trainable tensors + metadata to ``path`` atomically (temporary file, fsync, rename; mode 0644).
+    A failed write is a one-line :class:`OutputError` and leaves an earlier file at ``path`` as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.trainable_state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta.to_strings())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta.to_strings())
+    except OSError as exc:
+        raise OutputError(f"could not write {path}: {describe(exc)}; an earlier file there is kept") from None
     return path
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 
 from ..config import Config
 from ..config_checks import check_against_dataset
@@ -18,6 +18,7 @@ from ..data.prepared import DatasetInfo, PreparedDataset, load_dataset_info
 from ..data.transforms import build_train_transforms, raw_value_range
 from ..errors import ConfigError, DataError
 from ..text.fields import caption_fields_for
+from .stream import ResumableLoader, StreamSampler
 
 
 def stack_samples(samples: list[dict]) -> dict:
@@ -58,7 +59,9 @@ def dataset_info(cfg: Config) -> DatasetInfo:
     return info
 
 
-def train_loader(cfg: Config) -> DataLoader:
+def train_loader(cfg: Config) -> ResumableLoader:
+    """The source-domain training stream of :mod:`rsmoe.engine.stream` (``train.iterations`` batches per process,
+    resumable at any step)."""
     d = cfg.data
     info = dataset_info(cfg)
     transform = build_train_transforms(d.augment, info.normalizer(), value_range=raw_value_range(info.dtype),
@@ -66,12 +69,11 @@ def train_loader(cfg: Config) -> DataLoader:
     ds = PreparedDataset(d.root, split=d.train_split, domains=d.source_domains, transform=transform, cache=d.cache)
     if len(ds) == 0:
         raise DataError(f"{d.root}: no '{d.train_split}' tiles in domains {d.source_domains}")
-    generator = torch.Generator().manual_seed(cfg.train.seed)
-    sampler = RandomSampler(ds, replacement=True, num_samples=cfg.train.iterations * d.batch_size,
-                            generator=generator)
+    sampler = StreamSampler(len(ds), cfg.train.iterations * d.batch_size, cfg.train.seed)
     fields = caption_fields_for(cfg, info, training=True)
-    return DataLoader(ds, batch_size=d.batch_size, sampler=sampler, num_workers=d.num_workers,
-                      collate_fn=Collate([fields]), drop_last=True, persistent_workers=d.num_workers > 0)
+    # the loader's own generator: creating its iterator never draws from the run's global random state
+    return ResumableLoader(ds, sampler, d.batch_size, num_workers=d.num_workers, collate_fn=Collate([fields]),
+                           persistent_workers=d.num_workers > 0, generator=torch.Generator().manual_seed(0))
 
 
 def eval_splits(cfg: Config) -> list[tuple[str, str]]:
@@ -91,7 +93,8 @@ def eval_loaders(cfg: Config) -> tuple[list[str], list[DataLoader]]:
             continue
         names.append(domain)
         loaders.append(DataLoader(ds, batch_size=cfg.data.eval_batch_size, shuffle=False,
-                                  num_workers=cfg.data.num_workers, collate_fn=collate_fn))
+                                  num_workers=cfg.data.num_workers, collate_fn=collate_fn,
+                                  generator=torch.Generator().manual_seed(0)))
     if not loaders:
         raise DataError(f"{cfg.data.root}: nothing to evaluate for {eval_splits(cfg)}")
     return names, loaders

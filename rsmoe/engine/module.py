@@ -9,6 +9,7 @@ import lightning as L
 import torch
 
 from ..config import Config
+from ..errors import TrainingError
 from ..models.protocol import SegModel
 from .inference import slide_inference
 from .metrics import mean_over_domains, metrics_from_confusion, update_confusion
@@ -33,6 +34,7 @@ class SegmentationModule(L.LightningModule):
     # --------------------------------------------------------------------------------------------------- train
     def training_step(self, batch, batch_idx):
         terms = self.model.loss(batch)
+        check_finite_loss(terms["loss"], self.global_step + 1, batch.get("tile"))
         size = batch["image"].shape[0]
         self.log("train/loss", terms["loss"].detach(), prog_bar=True, batch_size=size)
         for key, value in terms.items():
@@ -47,6 +49,7 @@ class SegmentationModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         frozen = tuple(f"model.{p}" for p in self.model.frozen_prefixes)
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(frozen)}
+        checkpoint["rsmoe"] = {"config": self.cfg.to_dict()}  # what `train.resume` compares a new config with
 
     # ---------------------------------------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
@@ -80,4 +83,13 @@ class SegmentationModule(L.LightningModule):
         }
 
 
-__all__ = ["SegmentationModule"]
+def check_finite_loss(loss: torch.Tensor, step: int, tiles: list | None) -> None:
+    """Stop at the first non-finite loss with one line naming the step and the batch's tiles (before the update,
+    so no weights are touched and nothing more is saved)."""
+    if not bool(torch.isfinite(loss.detach()).all()):
+        raise TrainingError(f"step {step}: the loss is {float(loss.detach().float().mean())} for the batch of tiles "
+                            f"{list(tiles or [])}; training stopped and nothing was saved from it (the last good "
+                            "checkpoint is kept); check those tiles or lower train.lr")
+
+
+__all__ = ["SegmentationModule", "check_finite_loss"]

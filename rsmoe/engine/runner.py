@@ -2,23 +2,28 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ..config import Config
+from ..errors import RsmoeError
 from ..io.atomic import atomic_write_json
 from ..models.build import build_model
 from ..models.protocol import SegModel
-from ..report import write_eval_report
+from ..report import LOSS_CURVE_NAME, save_loss_curve, write_eval_report
 from ..sensors import get_sensor
 from .checkpoints import CheckpointMeta, load_checkpoint, save_checkpoint
 from .data import dataset_info, eval_loaders, train_loader
 from .module import SegmentationModule
+from .progress import LOG_NAME, IterationProgressBar, TrainLog
+from .resume import RandomStates, check_resume_fits, read_resume_checkpoint
+from .saving import AtomicCheckpointIO, PeriodicCheckpoint, bytes_needed, check_finite, prepare_run_folder
+from .stream import ResumableLoader
 
 CHECKPOINT_NAME = "model.safetensors"
 
@@ -28,7 +33,6 @@ IGNORED_WARNINGS = (
     ".*LeafSpec.*",
     ".*sync_dist.*",
     ".*module\\(s\\) in eval mode.*",  # the frozen backbone, by design
-    ".*callbacks used to create the checkpoint.*",
     ".*no `val_dataloader`.*",
 )
 
@@ -52,7 +56,7 @@ def quiet_lightning() -> Iterator[None]:
 
 def make_trainer(cfg: Config, *, max_steps: int = -1, progress: bool = True, callbacks=(),
                  limit_val: float | int = 1.0, val_interval: int | None = None,
-                 devices: int | None = None) -> L.Trainer:
+                 devices: int | None = None, logger=False, plugins=()) -> L.Trainer:
     return L.Trainer(
         accelerator=cfg.train.accelerator,
         devices=devices or cfg.train.devices,
@@ -63,14 +67,24 @@ def make_trainer(cfg: Config, *, max_steps: int = -1, progress: bool = True, cal
         check_val_every_n_epoch=None if val_interval else 1,
         limit_val_batches=limit_val,
         num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=bool(callbacks),
+        logger=logger,
+        enable_checkpointing=False,  # rsmoe's own PeriodicCheckpoint writes last.ckpt
         callbacks=list(callbacks),
+        plugins=list(plugins),
         enable_progress_bar=progress,
         enable_model_summary=False,
         log_every_n_steps=cfg.train.log_every,
         default_root_dir=cfg.output_dir,
     )
+
+
+def tensorboard_logger(out: Path):
+    """A TensorBoard logger writing to ``out/tensorboard`` when tensorboard is installed, else ``False``."""
+    if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
+        return False
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    return TensorBoardLogger(save_dir=str(out), name="tensorboard", version="")
 
 
 def checkpoint_meta(cfg: Config, step: int) -> CheckpointMeta:
@@ -83,9 +97,12 @@ def checkpoint_meta(cfg: Config, step: int) -> CheckpointMeta:
                           step=step)
 
 
-def build_for_config(cfg: Config) -> tuple[SegModel, CheckpointMeta]:
+def build_for_config(cfg: Config, seed: bool = True) -> tuple[SegModel, CheckpointMeta]:
+    """The config's model and checkpoint metadata. ``seed``: seed every generator with ``train.seed`` first (a
+    fresh run; a resumed run is never re-seeded — its random states come from the checkpoint)."""
     meta = checkpoint_meta(cfg, 0)
-    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    if seed:
+        L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     return build_model(cfg, len(meta.class_names), meta.wavelengths, class_names=meta.class_names,
                        ignore_index=meta.ignore_index), meta
 
@@ -102,33 +119,71 @@ def evaluate(cfg: Config, model: SegModel, class_names: list[str], progress: boo
 
 
 def train(cfg: Config, progress: bool = True) -> dict:
-    """Fit the config's model; write ``model.safetensors``, ``last.ckpt`` and ``metrics.json`` to output_dir.
+    """Fit the config's model; write ``last.ckpt`` every ``train.checkpoint_every`` steps, then
+    ``model.safetensors``, ``metrics.json``/``.md``, ``train_log.csv`` and ``loss_curve.png`` to output_dir.
 
-    With ``train.devices`` > 1 (DDP) every process trains; the first one then evaluates on one device and returns
-    the metrics, the others return ``{"step": …}`` only."""
+    With ``train.resume`` the run continues from that ``last.ckpt`` exactly (:mod:`rsmoe.engine.resume`). With
+    ``train.devices`` > 1 (DDP) every process trains; the first one then evaluates on one device and returns the
+    metrics, the others return ``{"step": …}`` only."""
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    resume = read_resume_checkpoint(cfg.train.resume) if cfg.train.resume else None
     with quiet_lightning():
-        model, meta = build_for_config(cfg)
+        model, meta = build_for_config(cfg, seed=resume is None)
         names, loaders = eval_loaders(cfg)
         module = SegmentationModule(cfg, model, meta.class_names, names, meta.ignore_index)
-        ckpt_cb = ModelCheckpoint(dirpath=out, filename="last", save_last=False, save_top_k=1,
-                                  every_n_train_steps=max(1, cfg.train.val_interval or cfg.train.iterations),
-                                  enable_version_counter=False)
-        trainer = make_trainer(cfg, max_steps=cfg.train.iterations, progress=progress, callbacks=[ckpt_cb],
-                               limit_val=1.0 if cfg.train.val_interval else 0,
-                               val_interval=cfg.train.val_interval or None)
-        trainer.fit(module, train_dataloaders=train_loader(cfg),
-                    val_dataloaders=loaders if cfg.train.val_interval else None, ckpt_path=cfg.train.resume)
+        if resume is not None:
+            expected = {f"model.{k}": v for k, v in model.trainable_state_dict().items()}
+            check_resume_fits(resume, cfg.train.resume, expected, cfg.to_dict())
+            del resume
+        loader = train_loader(cfg)
+        prepare_run_folder(out, bytes_needed(model.trainable_state_dict()))
+        trainer, saver = fit(cfg, module, loader, loaders, meta, progress)
     meta.step = int(trainer.global_step)
     if not trainer.is_global_zero:
         return {"step": meta.step}
-    save_checkpoint(model, meta, out / CHECKPOINT_NAME)
+    if not saver.weights_written:  # resumed from a finished run: no step ran
+        check_finite(model.trainable_state_dict(), meta.step)
+        save_checkpoint(model, meta, out / CHECKPOINT_NAME)
     metrics = evaluate(cfg, model, meta.class_names, progress=progress)
     metrics["step"] = meta.step
     atomic_write_json(out / "metrics.json", metrics)
     write_eval_report(out / "metrics.md", metrics, title=f"{cfg.name}: evaluation at step {meta.step}")
+    save_loss_curve(out / LOG_NAME, out / LOSS_CURVE_NAME, title=f"{cfg.name}: training losses")
     return metrics
+
+
+def fit(cfg: Config, module: SegmentationModule, loader: ResumableLoader, val_loaders: list, meta: CheckpointMeta,
+        progress: bool) -> tuple[L.Trainer, PeriodicCheckpoint]:
+    """Run Lightning's fit with rsmoe's callbacks (random states, log, periodic checkpoints, iteration bar)."""
+    out = Path(cfg.output_dir)
+
+    def write_weights(step: int) -> None:
+        meta.step = step
+        save_checkpoint(module.model, meta, out / CHECKPOINT_NAME)
+
+    saver = PeriodicCheckpoint(out, cfg.train.checkpoint_every, module.model.trainable_state_dict, write_weights)
+    callbacks = [RandomStates(), TrainLog(out), saver] + ([IterationProgressBar()] if progress else [])
+    validate = bool(cfg.train.val_interval)
+    trainer = make_trainer(cfg, max_steps=cfg.train.iterations, progress=progress, callbacks=callbacks,
+                           limit_val=1.0 if validate else 0, val_interval=cfg.train.val_interval or None,
+                           logger=tensorboard_logger(out), plugins=[AtomicCheckpointIO()])
+    loader.track(lambda: trainer.global_step)
+    try:
+        trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loaders if validate else None,
+                    ckpt_path=cfg.train.resume)
+    except RsmoeError as exc:
+        raise without_worker_traceback(exc) from None
+    return trainer, saver
+
+
+def without_worker_traceback(exc: RsmoeError) -> RsmoeError:
+    """A user error raised in a DataLoader worker reaches the main process with the worker's traceback folded into
+    its message; keep only the message itself."""
+    text = str(exc)
+    marker = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+    if "Original Traceback" in text and marker in text:
+        return type(exc)(text.rsplit(marker, 1)[1])
+    return exc
 
 
 def evaluate_checkpoint(path: str | Path, cfg: Config | None = None, progress: bool = True) -> dict:
@@ -141,5 +196,5 @@ def evaluate_checkpoint(path: str | Path, cfg: Config | None = None, progress: b
     return evaluate(run_cfg, model, meta.class_names, progress=progress)
 
 
-__all__ = ["CHECKPOINT_NAME", "build_for_config", "checkpoint_meta", "evaluate", "evaluate_checkpoint",
-           "make_trainer", "quiet_lightning", "train"]
+__all__ = ["CHECKPOINT_NAME", "build_for_config", "checkpoint_meta", "evaluate", "evaluate_checkpoint", "fit",
+           "make_trainer", "quiet_lightning", "tensorboard_logger", "train", "without_worker_traceback"]
