@@ -38,7 +38,12 @@ def add_synth_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_synth(args: argparse.Namespace) -> int:
     from .data.synthetic import synthesize
+    from .errors import ConfigError
+    from .io.writable import writable_folder
 
+    if args.tile < 16:
+        raise ConfigError(f"--tile: must be at least 16 pixels, got {args.tile}")
+    writable_folder(args.out, what="--out")
     for name, path in synthesize(args.out, seed=args.seed, tile=args.tile, show_progress=not args.no_progress).items():
         print(f"{name}: {path}")
     return 0
@@ -71,18 +76,40 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from .config import load_config
     from .engine.runner import evaluate_checkpoint
-    from .io.atomic import atomic_write_json
-    from .report import write_eval_report
+    from .errors import ConfigError
 
+    if args.overrides and not args.config:
+        raise ConfigError("--set needs --config (the config whose data and eval sections replace the checkpoint's)")
     cfg = load_config(args.config, args.overrides) if args.config else None
+    out = eval_outputs(args.out) if args.out else None  # checked before the (long) evaluation
     metrics = evaluate_checkpoint(args.checkpoint, cfg, progress=not args.no_progress)
     print_metrics(metrics)
-    if args.out:
-        out = Path(args.out)
-        atomic_write_json(out, metrics)
-        table = out.with_suffix(".md") if out.suffix != ".md" else out.with_name(out.name + ".md")
-        write_eval_report(table, metrics, title=f"Evaluation of {args.checkpoint}")
+    if out:
+        write_eval_outputs(out, metrics, title=f"Evaluation of {args.checkpoint}")
     return 0
+
+
+def eval_outputs(out: str) -> tuple[Path, Path]:
+    """``--out`` (JSON) and the Markdown table beside it, checked writable before anything is evaluated."""
+    from .io.writable import writable_file
+
+    path = writable_file(out, what="--out")
+    table = path.with_suffix(".md") if path.suffix != ".md" else path.with_name(path.name + ".md")
+    writable_file(table, what="the Markdown table of --out")
+    return path, table
+
+
+def write_eval_outputs(paths: tuple[Path, Path], metrics: dict, title: str) -> None:
+    from .errors import OutputError
+    from .io.atomic import atomic_write_json
+    from .io.writable import describe
+    from .report import write_eval_report
+
+    try:
+        atomic_write_json(paths[0], metrics)
+    except OSError as exc:
+        raise OutputError(f"cannot write {paths[0]}: {describe(exc)}") from None
+    write_eval_report(paths[1], metrics, title=title)
 
 
 def add_params_arguments(p: argparse.ArgumentParser) -> None:
@@ -93,8 +120,11 @@ def add_params_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_params(args: argparse.Namespace) -> int:
     from .config import load_config
+    from .errors import ConfigError
     from .params import count_parameters, format_counts
 
+    if args.num_classes < 1:
+        raise ConfigError(f"--num-classes: must be ≥ 1, got {args.num_classes}")
     counts = count_parameters(load_config(args.config, args.overrides), num_classes=args.num_classes)
     print(json.dumps(counts) if args.json else format_counts(counts))
     return 0

@@ -6,6 +6,7 @@ imported here only when a config is checked.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from .errors import ConfigError
 
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 
 
 def positive(key: str, value: Any, minimum: float = 1) -> None:
@@ -85,6 +87,19 @@ def check_head(cfg: Any) -> None:
 
     HEADS.check(cfg.head.type)
     positive("head.channels", cfg.head.channels)
+    check_options("head.options", HEADS.get(cfg.head.type), cfg.head.options,
+                  reserved=("in_channels", "num_classes", "channels", "ignore_index"))
+
+
+def check_options(key: str, cls: type, options: dict, reserved: Sequence[str] = ()) -> None:
+    """The keyword ``options`` for ``cls``'s constructor must be arguments it takes (and not ones rsmoe sets)."""
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    known = [name for name in params if name != "self" and name not in reserved]
+    unknown = [name for name in options if name not in known]
+    if unknown:
+        raise ConfigError(f"{key}: unknown option(s) {unknown} for {cls.__name__}; known: {known}")
 
 
 def check_data(d: Any) -> None:
@@ -126,6 +141,7 @@ def check_train(t: Any) -> None:
     positive("train.log_every", t.log_every)
     positive("train.devices", t.devices)
     one_of("train.precision", t.precision, PRECISIONS)
+    one_of("train.accelerator", t.accelerator, ACCELERATORS)
     positive("train.checkpoint_every", t.checkpoint_every)
     if t.resume is not None and not str(t.resume).strip():
         raise ConfigError("train.resume: empty path; give a last.ckpt or null")
@@ -154,6 +170,16 @@ def check_mpers(m: Any) -> None:
                           f"captioners {m.captioners} name none; use eval_captions: statistics-self")
 
 
+def check_input_sizes(cfg: Any, multiple: int) -> None:
+    """Training crops and evaluation windows must be multiples of the model's input multiple (the backbone's patch
+    size): the model cannot pad inside a batch."""
+    crop = cfg.data.augment.crop
+    if crop is not None and crop % multiple:
+        raise ConfigError(f"data.augment.crop: {crop} is not a multiple of the backbone's patch size {multiple}")
+    if cfg.eval.mode == "slide" and cfg.eval.window % multiple:
+        raise ConfigError(f"eval.window: {cfg.eval.window} is not a multiple of the backbone's patch size {multiple}")
+
+
 def check_against_dataset(cfg: Any, domains: Sequence[str], class_names: Sequence[str]) -> None:
     """The checks that need the prepared dataset: source/target domains exist, excluded classes exist."""
     known = list(domains)
@@ -168,4 +194,4 @@ def check_against_dataset(cfg: Any, domains: Sequence[str], class_names: Sequenc
         raise ConfigError(f"eval.exclude_from_means: {unknown} are not among the classes {list(class_names)}")
 
 
-__all__ = ["PRECISIONS", "check_against_dataset", "check_config"]
+__all__ = ["ACCELERATORS", "PRECISIONS", "check_against_dataset", "check_config", "check_input_sizes", "check_options"]

@@ -26,7 +26,8 @@ from .data.prepared import PreparedDataset, load_dataset_info
 from .data.synthetic import synthesize
 from .engine.checkpoints import load_checkpoint
 from .engine.runner import CHECKPOINT_NAME, train
-from .io.atomic import atomic_write_json
+from .io.atomic import atomic_write_json, atomic_write_text
+from .io.writable import writable_folder
 from .sensors import rgb_band_indices
 from .report import metrics_table, per_class_table, rgb_composite, save_panel
 
@@ -59,9 +60,12 @@ def run_demo(out: str | Path = "runs/demo", data_dir: str | Path = "data/synthet
              progress: bool = True, variants: tuple[str, ...] = tuple(VARIANTS)) -> dict:
     start = time.perf_counter()
     out, data_dir = Path(out), Path(data_dir)
+    # every user input is checked before minutes of synthesis and training
+    base = load_config(demo_config_path(), [f"data.root={data_dir / 'multispectral'}", *overrides])
+    writable_folder(out, what="--out")
+    writable_folder(data_dir, what="--data")
     print(f"[demo] synthetic benchmark → {data_dir}")
     synthesize(data_dir, seed=seed, show_progress=progress)
-    base = load_config(demo_config_path(), [f"data.root={data_dir / 'multispectral'}", *overrides])
     results, timings = {}, {}
     for name in variants:
         cfg = variant_config(base, name, out)
@@ -134,6 +138,4 @@ def write_report(out: Path, base: Config, results: dict, timings: dict, figures:
         lines += [f"### {domain}", "", per_class_table(results[best], domain), ""]
     lines += ["## Predictions", ""]
     lines += [f"![{d}]({p.name})" for d, p in figures.items()]
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return atomic_write_text(out / "report.md", "\n".join(lines) + "\n")

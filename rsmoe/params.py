@@ -12,24 +12,35 @@ from pathlib import Path
 import torch
 
 from .config import Config
+from .errors import CheckpointError, MissingFileError, one_line
 from .models.build import build_model
 from .sensors import RGB_CENTRES_UM
 
 
-def _shape_only(section_cfg) -> None:
+def _shape_only(section_cfg, what: str) -> None:
     """Replace a pretrained reference by the shapes of its config.json (weights are never read)."""
     if section_cfg.pretrained:
         path = Path(section_cfg.pretrained)
+        if not path.exists():
+            raise MissingFileError(f"{what}.pretrained: {path} not found")
         cfg_file = path / "config.json" if path.is_dir() else None
         if cfg_file is not None and cfg_file.is_file():
-            section_cfg.config = {**json.loads(cfg_file.read_text()), **section_cfg.config}
+            try:
+                section_cfg.config = {**json.loads(cfg_file.read_text()), **section_cfg.config}
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                raise CheckpointError(f"{cfg_file}: not a readable config.json ({one_line(exc)})") from None
+        elif cfg_file is not None:
+            raise MissingFileError(f"{what}.pretrained: {path} has no config.json; expected a transformers model "
+                                   "folder")
         section_cfg.pretrained = None
 
 
 def meta_model(cfg: Config, num_classes: int, wavelengths: list[float] | None = None):
     cfg = copy.deepcopy(cfg)
-    _shape_only(cfg.backbone)
-    _shape_only(cfg.depth)
+    _shape_only(cfg.backbone, "backbone")
+    if cfg.depth.enabled:
+        _shape_only(cfg.depth, "depth")
+    cfg.depth.pretrained = None
     with torch.device("meta"):
         return build_model(cfg, num_classes, wavelengths or list(RGB_CENTRES_UM), load_text_encoder=False)
 
@@ -47,7 +58,8 @@ def count_parameters(cfg: Config, num_classes: int = 24) -> dict:
 def format_counts(counts: dict) -> str:
     lines = [f"{'module':<28} {'trainable':>14}"]
     for name, n in sorted(counts["per_module"].items()):
-        lines.append(f"{name:<28} {n:>14,}")
+        if name != "head":  # the head has its own line below
+            lines.append(f"{name:<28} {n:>14,}")
     lines.append(f"{'total (excluding head)':<28} {counts['total_excluding_head']:>14,}")
     lines.append(f"{'head':<28} {counts['head']:>14,}")
     lines.append(f"{'total trainable':<28} {counts['total']:>14,}")

@@ -134,6 +134,25 @@ def collect_options(args: argparse.Namespace, known: dict[str, Any]) -> dict[str
     return options
 
 
+def check_out(out: str) -> None:
+    """``--out`` must be a folder (or not exist yet) whose parent can be written: checked before reading the
+    release, so a file there is never replaced."""
+    from pathlib import Path
+
+    from .errors import OutputError
+    from .io.writable import probe_folder
+
+    path = Path(out).absolute()
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"--out {out} is a file, not a folder")
+    ancestor = path.parent
+    while not ancestor.exists():  # the folders the writer will create
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"--out {out}: {ancestor} is a file, not a folder")
+    probe_folder(ancestor, what="--out's folder")
+
+
 def run_prepare(args: argparse.Namespace) -> int:
     """Run ``rsmoe prepare``; print the summary. Returns 0, or 2 after a one-line error on stderr."""
     from .data.datasets import RELEASES, PrepareError, available, options_of, prepare, summarize
@@ -150,6 +169,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         if not args.root or not args.out:
             raise PrepareError("--root (the official release) and --out (the prepared folder) are required")
         options = collect_options(args, options_of(args.dataset))
+        check_out(args.out)
         out = prepare(args.dataset, args.root, args.out, **options)
     except RsmoeError as e:  # PrepareError and the prepared format's own DataError; anything else is a bug
         print(f"rsmoe prepare: error: {one_line(e)}", file=sys.stderr)

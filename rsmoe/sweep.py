@@ -36,7 +36,8 @@ from typing import Any
 
 import yaml
 
-from .config import ConfigError, apply_override, config_from_dict, read_yaml
+from .config import ConfigError, apply_override, config_from_dict, config_sections, read_yaml
+from .errors import MissingFileError, RsmoeError
 
 
 @dataclass
@@ -59,11 +60,13 @@ def load_grid(path: str | Path) -> tuple[dict, list[SweepPoint]]:
     """Parse a grid file → (its top-level mapping, the points)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"grid file not found: {path}")
+        raise MissingFileError(f"grid file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the grid ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     known = {"name", "description", "output_root", "base", "bases", "set", "grid"}
@@ -114,11 +117,15 @@ def load_grid(path: str | Path) -> tuple[dict, list[SweepPoint]]:
 
 
 def point_config(point: SweepPoint, extra: list[str] | tuple[str, ...] = ()):
-    """The :class:`rsmoe.config.Config` of one point (base + grid overrides + ``extra``)."""
-    data = read_yaml(point.base)
-    for assignment in [*point.overrides, *extra]:
-        apply_override(data, assignment)
-    return config_from_dict(data)
+    """The validated :class:`rsmoe.config.Config` of one point (base + grid overrides + ``extra``); a problem is
+    one line naming the point."""
+    try:
+        data = read_yaml(point.base)
+        for assignment in [*point.overrides, *extra]:
+            apply_override(data, assignment, config_sections())
+        return config_from_dict(data).validate()
+    except ConfigError as exc:
+        raise ConfigError(f"point {point.name}: {exc}") from None
 
 
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
@@ -140,7 +147,8 @@ def run_sweep_from_args(args: argparse.Namespace) -> int:
     if args.only:
         points = [p for p in points if args.only in p.name]
         if not points:
-            raise ValueError(f"no point of {args.grid} matches {args.only!r}")
+            raise ConfigError(f"--only {args.only!r}: no point of {args.grid} matches; points: "
+                              f"{[p.name for p in load_grid(args.grid)[1]][:10]}")
     extra = list(args.overrides)
     configs = [point_config(p, extra) for p in points]  # validates every point before anything runs
 
@@ -183,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run_sweep_from_args(args)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except RsmoeError as exc:
         print(f"rsmoe sweep: error: {exc}", file=sys.stderr)
         return 2
 

@@ -352,6 +352,11 @@ def load_dataset_info(root: str | Path) -> DatasetInfo:
         raise DataError(
             f"{path}: palette has {len(raw['palette'])} entries for {len(raw['classes'])} classes"
         )
+    for domain, sensor in raw["sensors"].items():
+        try:
+            get_sensor(str(sensor))
+        except KeyError as e:
+            raise DataError(f"{path}: domain {domain}: {e.args[0]}") from None
     known = set(required) | {"dtype"}
     return DatasetInfo(
         name=str(raw["name"]),

@@ -139,6 +139,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Checkpoi
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:
+        if f.read(4) == b"PK\x03\x04":  # a zip: torch.save's format, i.e. Lightning's last.ckpt
+            raise CheckpointError(f"{path}: a training checkpoint (last.ckpt), not the model's weights; give the "
+                                  "run's model.safetensors (last.ckpt only resumes training: train.resume)")
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}

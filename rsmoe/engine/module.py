@@ -88,8 +88,8 @@ def check_finite_loss(loss: torch.Tensor, step: int, tiles: list | None) -> None
     so no weights are touched and nothing more is saved)."""
     if not bool(torch.isfinite(loss.detach()).all()):
         raise TrainingError(f"step {step}: the loss is {float(loss.detach().float().mean())} for the batch of tiles "
-                            f"{list(tiles or [])}; training stopped and nothing was saved from it (the last good "
-                            "checkpoint is kept); check those tiles or lower train.lr")
+                            f"{list(tiles or [])}; training stopped before updating the weights (check those tiles "
+                            "or lower train.lr)")
 
 
 __all__ = ["SegmentationModule", "check_finite_loss"]

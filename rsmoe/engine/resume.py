@@ -21,7 +21,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, MissingFileError, one_line
+from ..errors import CheckpointError, MissingFileError
 
 #: config keys a resumed run may change: where things are and how often to save, log, evaluate; nothing that
 #: changes the trained weights
@@ -81,9 +81,14 @@ def read_resume_checkpoint(path: str | Path) -> dict[str, Any]:
         raise MissingFileError(f"train.resume: {path} not found (give the last.ckpt of an earlier run)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # torch raises pickle/zip/runtime errors of many types for a damaged file
-        raise CheckpointError(f"train.resume: {path} is not a readable training checkpoint (last.ckpt): "
-                              f"{one_line(exc)[:200]}") from None
+    except Exception:  # torch raises pickle/zip/runtime errors of many types for a damaged file
+        ckpt = None
+    if ckpt is None:
+        try:  # without mmap: slower, but its error says what is wrong with the file
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"train.resume: {path} is not a readable training checkpoint (last.ckpt): the file "
+                                  f"is damaged or not a PyTorch checkpoint ({type(exc).__name__})") from None
     if not isinstance(ckpt, dict) or not {"state_dict", "optimizer_states", "loops"} <= set(ckpt):
         raise CheckpointError(f"train.resume: {path} is not a Lightning training checkpoint (last.ckpt); "
                               "model.safetensors holds weights only and cannot resume a run")

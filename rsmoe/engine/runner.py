@@ -9,9 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
+import torch
 
 from ..config import Config
-from ..errors import RsmoeError
+from ..config_checks import check_input_sizes
+from ..errors import RsmoeError, TrainingError
 from ..io.atomic import atomic_write_json
 from ..models.build import build_model
 from ..models.protocol import SegModel
@@ -111,6 +113,7 @@ def evaluate(cfg: Config, model: SegModel, class_names: list[str], progress: boo
     """Per-domain metrics of ``model`` on the config's source (val) and target (test) domains.
 
     Runs on one device: a distributed sampler would pad uneven shards with repeated tiles and count them twice."""
+    check_input_sizes(cfg, model.input_multiple)
     with quiet_lightning():
         names, loaders = eval_loaders(cfg)
         module = SegmentationModule(cfg, model, class_names, names)
@@ -129,6 +132,7 @@ def train(cfg: Config, progress: bool = True) -> dict:
     resume = read_resume_checkpoint(cfg.train.resume) if cfg.train.resume else None
     with quiet_lightning():
         model, meta = build_for_config(cfg, seed=resume is None)
+        check_input_sizes(cfg, model.input_multiple)
         names, loaders = eval_loaders(cfg)
         module = SegmentationModule(cfg, model, meta.class_names, names, meta.ignore_index)
         if resume is not None:
@@ -171,9 +175,22 @@ def fit(cfg: Config, module: SegmentationModule, loader: ResumableLoader, val_lo
     try:
         trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loaders if validate else None,
                     ckpt_path=cfg.train.resume)
+    except TrainingError as exc:
+        raise TrainingError(f"{exc} ({last_checkpoint_note(saver.path)})") from None
     except RsmoeError as exc:
         raise without_worker_traceback(exc) from None
     return trainer, saver
+
+
+def last_checkpoint_note(path: Path) -> str:
+    """Where a stopped run can resume from: the step of ``path`` (a ``last.ckpt``), or that there is none."""
+    if not path.is_file():
+        return "no checkpoint was written yet"
+    try:
+        step = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+    except Exception:  # noqa: BLE001 - only a note in a message
+        return f"the last good checkpoint is {path}"
+    return f"the last good checkpoint is {path}, step {step}"
 
 
 def without_worker_traceback(exc: RsmoeError) -> RsmoeError:

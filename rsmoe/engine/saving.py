@@ -50,7 +50,7 @@ def check_finite(tensors: Mapping[str, torch.Tensor], step: int) -> None:
     for name, t in tensors.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise TrainingError(f"step {step}: the trainable tensor {name} holds NaN/inf values; nothing was saved "
-                                "from these weights (the last good checkpoint is kept); lower train.lr")
+                                "from these weights (lower train.lr)")
 
 
 def bytes_needed(tensors: Mapping[str, torch.Tensor]) -> int:

@@ -85,7 +85,7 @@ def writable_file(path: str | os.PathLike, what: str = "output file") -> Path:
         raise OutputError(f"{what} {path} is a folder; give a file name")
     if not path.parent.is_dir():
         raise OutputError(f"the folder of {what} {path} does not exist ({path.parent}); create it first")
-    probe_folder(path.parent, what=f"the folder of {what} {path}")
+    probe_folder(path.parent, what=f"{what}'s folder")
     return path
 
 

@@ -162,7 +162,7 @@ def load_captions_config(
         apply_override(data, assignment)
     where = "" if isinstance(source, (dict, CaptionsConfig)) else str(source)
     try:
-        cfg = build_dataclass(CaptionsConfig, data, where)
+        cfg = build_dataclass(CaptionsConfig, data, "")
     except ConfigError as e:
         raise ConfigError(f"{where + ': ' if where else ''}{e}") from None
     return cfg.validate()

@@ -50,6 +50,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
+from rsmoe.errors import DataError, MissingFileError, OutputError
+from rsmoe.io.writable import probe_folder
 from rsmoe.text.prompts import PROMPT_IDS
 
 SCHEMA_VERSION = 1
@@ -113,7 +115,7 @@ class CaptionStore:
         self._conn: sqlite3.Connection | None = None
         self._pid = -1
         if readonly and not self.path.is_file():
-            raise FileNotFoundError(f"caption store {self.path} not found (create it with `rsmoe captions`)")
+            raise MissingFileError(f"caption store {self.path} not found (create it with `rsmoe captions`)")
         self._open()
 
     def _open(self) -> None:
@@ -122,7 +124,12 @@ class CaptionStore:
                 conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=self.timeout)
                 conn.execute("PRAGMA query_only = ON")
             else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise OutputError(f"cannot create the folder of caption store {self.path}: "
+                                      f"{e.strerror or e}") from None
+                probe_folder(self.path.parent, what="the caption store's folder")
                 conn = sqlite3.connect(str(self.path), timeout=self.timeout)
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
@@ -133,11 +140,11 @@ class CaptionStore:
             conn.row_factory = sqlite3.Row
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         except sqlite3.DatabaseError as e:
-            raise ValueError(f"{self.path}: not a caption store ({e})") from None
+            raise DataError(f"{self.path}: not a caption store ({e})") from None
         version = int(row["value"]) if row else 0
         if version != SCHEMA_VERSION:
             conn.close()
-            raise ValueError(f"{self.path}: caption store schema version {version}, this rsmoe reads version "
+            raise DataError(f"{self.path}: caption store schema version {version}, this rsmoe reads version "
                              f"{SCHEMA_VERSION}")
         self._conn, self._pid = conn, os.getpid()
 
@@ -186,7 +193,7 @@ class CaptionStore:
         except OSError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
             os.close(fd)
-            raise ValueError(f"{self.path}: another caption run (pid {holder}) is writing this store") from None
+            raise DataError(f"{self.path}: another caption run (pid {holder}) is writing this store") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
         self._lock_fd = fd

@@ -19,6 +19,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from .bands import adapt_patch_kernel, rgb_channel_for_band, select_rgb_bands
+from ...errors import ConfigError
 from ...registry import Registry
 from .base import BlockContext, FrozenBackbone, tokens_to_map
 
@@ -94,12 +95,12 @@ def build_backbone(
         path = os.fspath(pretrained)
         if path.endswith(_ORIGINAL_SUFFIXES):
             if kind != "dinov3":
-                raise ValueError(f"original .pth checkpoints are supported for dinov3 only, not {kind!r}")
+                raise ConfigError(f"original .pth checkpoints are supported for dinov3 only, not {kind!r}")
             if not _given(config):
-                raise ValueError("an original DINOv3 .pth needs `config` (a dict or a preset such as 'vitl16')")
+                raise ConfigError("an original DINOv3 .pth needs `config` (a dict or a preset such as 'vitl16')")
             return cls.from_original_checkpoint(path, config, **common)
         if _given(config) and not isinstance(config, Mapping):
-            raise ValueError("with a checkpoint directory, `config` can only be a dict of fields to check")
+            raise ConfigError("with a checkpoint directory, `config` can only be a dict of fields to check")
         return cls.from_pretrained(path, expect=config if _given(config) else None, **common)
     if config is None:
         raise ValueError(f"build_backbone({kind!r}) needs `pretrained` or `config`")
@@ -121,7 +122,7 @@ def build_depth_encoder(
     encoder_cls = __getattr__("DepthEncoder")
     if pretrained is not None:
         if _given(config) and not isinstance(config, Mapping):
-            raise ValueError("with a checkpoint directory, `config` can only be a dict of fields to check")
+            raise ConfigError("with a checkpoint directory, `config` can only be a dict of fields to check")
         return encoder_cls.from_pretrained(pretrained, target_patch_size=target_patch_size,
                                            expect=config if _given(config) else None)
     if config is None:

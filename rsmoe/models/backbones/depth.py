@@ -35,6 +35,7 @@ from transformers import (
 from .bands import select_rgb_bands
 from .base import FrozenModule
 from .dinov3 import check_architecture, check_patch_divisible, config_from_dict, require_dir, square_patch_size
+from ...errors import CheckpointError
 from ...seeding import seeded
 
 
@@ -136,7 +137,7 @@ class DepthEncoder(FrozenModule):
             "dinov2_with_registers": Dinov2WithRegistersModel,
         }
         if model_type not in loaders:
-            raise ValueError(f"{path}: unsupported model_type {model_type!r} for the depth encoder; "
+            raise CheckpointError(f"{path}: unsupported model_type {model_type!r} for the depth encoder; "
                              f"expected one of {sorted(loaders)}")
         model = loaders[model_type].from_pretrained(path, local_files_only=True, dtype=torch.float32)
         backbone = getattr(model, "backbone", model)

@@ -27,6 +27,7 @@ from .dinov3 import (
     require_dir,
     square_patch_size,
 )
+from ...errors import CheckpointError
 from ...seeding import seeded
 
 Dinov2Like = Dinov2Model | Dinov2WithRegistersModel
@@ -104,7 +105,7 @@ class DINOv2Backbone(FrozenBackbone):
         elif cfg.model_type == "dinov2":
             model_cls = Dinov2Model
         else:
-            raise ValueError(f"{path}: expected a dinov2 checkpoint, found model_type={cfg.model_type!r}")
+            raise CheckpointError(f"{path}: expected a dinov2 checkpoint, found model_type={cfg.model_type!r}")
         model = model_cls.from_pretrained(path, local_files_only=True, dtype=torch.float32)
         check_architecture(model.config, expect, f"DINOv2 checkpoint {path}")
         return cls(model, num_bands=num_bands, band_init=band_init, wavelengths=wavelengths)

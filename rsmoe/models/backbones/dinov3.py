@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
 from .bands import BandInit, adapt_patch_kernel
-from ...errors import CheckpointError
+from ...errors import CheckpointError, ConfigError, MissingFileError
 from ...io.torch_files import check_keys, read_state_dict
 from ...seeding import seeded
 from .base import BlockContext, FrozenBackbone
@@ -68,7 +68,10 @@ def check_patch_divisible(image: Tensor, patch_size: int, name: str) -> tuple[in
 def require_dir(path: str | os.PathLike, what: str) -> str:
     path = os.fspath(path)
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"{what} checkpoint directory not found: {path}")
+        raise MissingFileError(f"{what} checkpoint directory not found: {path}")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise MissingFileError(f"{what} checkpoint directory {path} has no config.json; expected a transformers model "
+                               "folder (save_pretrained / rsmoe convert)")
     return path
 
 
@@ -87,15 +90,15 @@ def config_from_dict(config_cls: type, kwargs: Mapping[str, Any]) -> Any:
         hidden = int(kwargs["hidden_size"]) if "hidden_size" in kwargs else int(config_cls().hidden_size)
         inter = int(kwargs.pop("intermediate_size"))
         if inter % hidden:
-            raise ValueError(f"{config_cls.__name__}: intermediate_size {inter} is not a multiple of hidden_size "
+            raise ConfigError(f"{config_cls.__name__}: intermediate_size {inter} is not a multiple of hidden_size "
                              f"{hidden} (DINOv2 sizes its MLP by an integer mlp_ratio)")
         if "mlp_ratio" in kwargs and int(kwargs["mlp_ratio"]) != inter // hidden:
-            raise ValueError(f"{config_cls.__name__}: intermediate_size {inter} contradicts mlp_ratio "
+            raise ConfigError(f"{config_cls.__name__}: intermediate_size {inter} contradicts mlp_ratio "
                              f"{kwargs['mlp_ratio']}")
         kwargs["mlp_ratio"] = inter // hidden
     unknown = sorted(set(kwargs) - known)
     if unknown:
-        raise ValueError(f"{config_cls.__name__}: unknown config keys {unknown}")
+        raise ConfigError(f"{config_cls.__name__}: unknown config keys {unknown}")
     return config_cls(**kwargs)
 
 
@@ -123,7 +126,7 @@ def check_architecture(loaded: Any, requested: Mapping[str, Any] | None, what: s
             if have is not None and want != have:
                 diffs.append(f"{key}: config {want!r} vs checkpoint {have!r}")
     if diffs:
-        raise ValueError(f"{what}: the config does not match the checkpoint ({'; '.join(diffs)})")
+        raise ConfigError(f"{what}: the config does not match the checkpoint ({'; '.join(diffs)})")
 
 
 def replace_patch_conv(conv: nn.Conv2d, num_bands: int, band_init: BandInit,
@@ -200,7 +203,7 @@ class DINOv3Backbone(FrozenBackbone):
             return copy.deepcopy(config)
         if isinstance(config, str):
             if config not in DINOV3_PRESETS:
-                raise ValueError(f"unknown DINOv3 preset {config!r}; known: {sorted(DINOV3_PRESETS)}")
+                raise ConfigError(f"unknown DINOv3 preset {config!r}; known: {sorted(DINOV3_PRESETS)}")
             config = DINOV3_PRESETS[config]
         return config_from_dict(DINOv3ViTConfig, config)
 
