@@ -176,7 +176,7 @@ def fit(cfg: Config, module: SegmentationModule, loader: ResumableLoader, val_lo
         trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loaders if validate else None,
                     ckpt_path=cfg.train.resume)
     except TrainingError as exc:
-        raise TrainingError(f"{exc} ({last_checkpoint_note(saver.path)})") from None
+        raise TrainingError(f"{exc}; {last_checkpoint_note(saver.path)}") from None
     except RsmoeError as exc:
         raise without_worker_traceback(exc) from None
     return trainer, saver
