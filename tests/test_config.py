@@ -32,3 +32,30 @@ def test_poly_schedule():
     assert poly_factor(0, 100, 0.9) == 1.0
     assert poly_factor(50, 100, 0.9) == pytest.approx(0.5**0.9)
     assert poly_factor(100, 100, 0.9) == 0.0
+
+
+def test_checkpoint_every_defaults_to_2000_and_must_be_positive():
+    assert load_config(None).train.checkpoint_every == 2000
+    assert load_config(None, ["train.checkpoint_every=50"]).train.checkpoint_every == 50
+    with pytest.raises(ConfigError, match=r"train\.checkpoint_every: must be ≥ 1, got 0"):
+        load_config(None, ["train.checkpoint_every=0"])
+
+
+def test_head_options_are_checked_against_the_head_constructor():
+    assert load_config(None, ["head=mask2former", "head.options={decoder_layers: 2}"]).head.options == {
+        "decoder_layers": 2}
+    with pytest.raises(ConfigError, match=r"head\.options: unknown option\(s\) \['layers'\] for Mask2FormerHead"):
+        load_config(None, ["head=mask2former", "head.options={layers: 2}"])
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['channels'\]"):  # set by rsmoe itself
+        load_config(None, ["head.options={channels: 2}"])
+
+
+def test_resume_compares_the_run_config_except_where_things_live():
+    from rsmoe.engine.resume import first_config_difference
+
+    saved = load_config(None).to_dict()
+    moved = load_config(None, ["output_dir=elsewhere", "data.root=/mnt/new", "train.checkpoint_every=10",
+                               "eval.mode=slide", "data.num_workers=4"]).to_dict()
+    assert first_config_difference(saved, moved) is None
+    changed = load_config(None, ["train.seed=7", "adapter.rank=4"]).to_dict()
+    assert first_config_difference(saved, changed) == "adapter.rank: 16 in the checkpoint, 4 now"

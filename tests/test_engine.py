@@ -12,6 +12,15 @@ from rsmoe.engine.checkpoints import load_checkpoint
 from rsmoe.engine.runner import evaluate, evaluate_checkpoint, train
 from rsmoe.models.segmentor import build_segmentor
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tiny models gain nothing from a second thread, and lose much on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def run_cfg(bench, out, *extra):
     return load_config(demo_config_path(), [f"data.root={bench}", f"output_dir={out}", "train.iterations=4",
                                             "data.batch_size=2", "depth.enabled=true", *extra])
@@ -121,3 +130,14 @@ def test_a_version_1_checkpoint_is_migrated_when_read(bench, tmp_path):
     save_file(tensors, str(tmp_path / "v9.safetensors"), metadata={**meta, "format_version": "9"})
     with pytest.raises(CheckpointError, match="format version 9"):
         read_checkpoint(tmp_path / "v9.safetensors")
+
+
+def test_params_prints_the_head_line_once(capsys):
+    assert main(["params", "--config", str(demo_config_path())]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines].count("head") == 1
+    counts = {line.rsplit(None, 1)[0].strip(): int(line.rsplit(None, 1)[1].replace(",", "")) for line in lines[1:]}
+    per_module = sum(n for name, n in counts.items() if name not in ("head", "total (excluding head)",
+                                                                       "total trainable", "frozen (backbone, depth)"))
+    assert per_module == counts["total (excluding head)"]
+    assert counts["total (excluding head)"] + counts["head"] == counts["total trainable"]
