@@ -247,3 +247,11 @@ def test_a_failed_save_is_one_line_and_keeps_the_previous_checkpoint(bench, tmp_
     monkeypatch.setattr(saving.torch, "save", save)
     assert torch.load(out / "last.ckpt", weights_only=True)["global_step"] == 2
     assert sorted(p.name for p in out.iterdir()) == ["last.ckpt", "train_log.csv"]
+
+
+def test_resuming_a_finished_run_writes_the_same_weights(bench, tmp_path):
+    train(run_cfg(bench, tmp_path / "a", "train.iterations=3", "train.checkpoint_every=2"), progress=False)
+    metrics = train(run_cfg(bench, tmp_path / "b", "train.iterations=3", "train.checkpoint_every=2",
+                            f"train.resume={tmp_path / 'a' / 'last.ckpt'}"), progress=False)
+    assert metrics["step"] == 3
+    assert_bitwise_equal(trained(tmp_path / "a" / "model.safetensors"), trained(tmp_path / "b" / "model.safetensors"))
