@@ -131,7 +131,9 @@ class EvalConfig:
 
 @dataclass
 class TrainConfig:
-    """Iteration-based AdamW + poly schedule (docs/spectralmoe.md §11)."""
+    """Iteration-based AdamW with a per-iteration schedule: ``poly`` (lr·(1 − t/T)^poly_power, the SpectralMoE
+    recipe, docs/spectralmoe.md §11) or ``multistep`` (lr × lr_gamma at each of ``lr_milestones`` iterations, the
+    MPerS recipe, docs/mpers.md §7)."""
 
     iterations: int = 1000
     lr: float = 1e-4
@@ -147,6 +149,9 @@ class TrainConfig:
     precision: str = "32-true"
     resume: str | None = None  # a last.ckpt to continue from
     checkpoint_every: int = 2000  # iterations between last.ckpt saves (about 10 minutes of a GPU run); + the last
+    lr_schedule: str = "poly"  # poly | multistep
+    lr_milestones: list[int] = field(default_factory=list)  # multistep: iterations where lr is multiplied by lr_gamma
+    lr_gamma: float = 0.1
 
 
 @dataclass

@@ -151,6 +151,12 @@ def check_train(t: Any) -> None:
     positive("train.log_every", t.log_every)
     positive("train.devices", t.devices)
     one_of("train.precision", t.precision, PRECISIONS)
+    one_of("train.lr_schedule", t.lr_schedule, ("poly", "multistep"))
+    if t.lr_schedule == "multistep":
+        if not t.lr_milestones or list(t.lr_milestones) != sorted(set(t.lr_milestones)) or t.lr_milestones[0] < 1:
+            raise ConfigError(f"train.lr_milestones: ascending iterations ≥ 1 for the multistep schedule, got "
+                              f"{t.lr_milestones}")
+        positive("train.lr_gamma", t.lr_gamma, 1e-30)
     one_of("train.accelerator", t.accelerator, ACCELERATORS)
     positive("train.checkpoint_every", t.checkpoint_every)
     if t.resume is not None and not str(t.resume).strip():

@@ -141,3 +141,34 @@ def test_params_prints_the_head_line_once(capsys):
                                                                        "total trainable", "frozen (backbone, depth)"))
     assert per_module == counts["total (excluding head)"]
     assert counts["total (excluding head)"] + counts["head"] == counts["total trainable"]
+
+
+def test_a_domain_that_is_source_and_target_is_reported_per_split(bench, tmp_path):
+    """The MPerS tasks evaluate one domain on val (as source) and on test (as target): both results are kept."""
+    cfg = load_config(demo_config_path(), [f"data.root={bench}", f"output_dir={tmp_path / 'run'}",
+                                           "train.iterations=1", "data.batch_size=2", "data.target_domains=[GF-2]",
+                                           "data.test_split=train"])
+    model = build_segmentor(cfg, 7, [0.485, 0.555, 0.66, 0.83])
+    metrics = evaluate(cfg, model.eval(), [f"c{i}" for i in range(7)], progress=False)
+    assert set(metrics["domains"]) == {"GF-2/val", "GF-2/train"}
+    assert metrics["domains"]["GF-2/val"]["confusion"] != metrics["domains"]["GF-2/train"]["confusion"]
+    assert metrics["target_mean"]["mIoU"] == metrics["domains"]["GF-2/train"]["mIoU"]
+
+
+def test_multistep_schedule_is_the_mpers_recipe():
+    from rsmoe.engine.optim import build_optimizer
+    from rsmoe.models.segmentor import build_segmentor
+
+    cfg = load_config(demo_config_path(), ["train.lr=1.0e-3", "train.lr_schedule=multistep",
+                                           "train.lr_milestones=[3, 5]", "train.iterations=8"])
+    optimizer, scheduler = build_optimizer(build_segmentor(cfg, 3, [0.49, 0.56, 0.665, 0.83]), cfg.train)
+    lrs = []
+    for _ in range(7):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs == pytest.approx([1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5])
+    from rsmoe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="lr_milestones"):
+        load_config(demo_config_path(), ["train.lr_schedule=multistep", "train.lr_milestones=[5, 3]"])

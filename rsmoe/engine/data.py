@@ -82,6 +82,19 @@ def eval_splits(cfg: Config) -> list[tuple[str, str]]:
     return [(dom, d.val_split) for dom in d.source_domains] + [(dom, d.test_split) for dom in d.target_domains]
 
 
+def eval_name(cfg: Config, domain: str, split: str) -> str:
+    """The name a (domain, split) pair is reported under: the domain, or ``domain/split`` when the domain is both a
+    source and a target (e.g. the MPerS tasks' Potsdam/val and Potsdam/test), so neither result hides the other."""
+    both = domain in cfg.data.source_domains and domain in cfg.data.target_domains
+    return f"{domain}/{split}" if both else domain
+
+
+def target_names(cfg: Config, names: list[str]) -> list[str]:
+    """The evaluated names that are target domains (their mean is the run's ``target_mean``)."""
+    targets = {eval_name(cfg, d, cfg.data.test_split) for d in cfg.data.target_domains}
+    return [n for n in names if n in targets]
+
+
 def eval_loaders(cfg: Config) -> tuple[list[str], list[DataLoader]]:
     info = dataset_info(cfg)
     collate_fn = Collate([caption_fields_for(cfg, info, training=False)])
@@ -91,7 +104,7 @@ def eval_loaders(cfg: Config) -> tuple[list[str], list[DataLoader]]:
                              cache=cfg.data.cache)
         if len(ds) == 0:
             continue
-        names.append(domain)
+        names.append(eval_name(cfg, domain, split))
         loaders.append(DataLoader(ds, batch_size=cfg.data.eval_batch_size, shuffle=False,
                                   num_workers=cfg.data.num_workers, collate_fn=collate_fn,
                                   generator=torch.Generator().manual_seed(0)))
@@ -100,4 +113,5 @@ def eval_loaders(cfg: Config) -> tuple[list[str], list[DataLoader]]:
     return names, loaders
 
 
-__all__ = ["Collate", "collate", "dataset_info", "eval_loaders", "eval_splits", "stack_samples", "train_loader"]
+__all__ = ["Collate", "collate", "dataset_info", "eval_loaders", "eval_name", "eval_splits", "stack_samples",
+           "target_names", "train_loader"]

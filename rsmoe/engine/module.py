@@ -11,6 +11,7 @@ import torch
 from ..config import Config
 from ..errors import TrainingError
 from ..models.protocol import SegModel
+from .data import target_names
 from .inference import slide_inference
 from .metrics import mean_over_domains, metrics_from_confusion, update_confusion
 from .optim import build_optimizer
@@ -76,7 +77,7 @@ class SegmentationModule(L.LightningModule):
             per_domain[name] = metrics_from_confusion(cm, self.class_names, self.cfg.eval.exclude_from_means)
             per_domain[name]["confusion"] = cm.cpu().tolist()
             self.log(f"val/{name}/mIoU", per_domain[name]["mIoU"], sync_dist=False)
-        targets = [d for d in self.eval_domains if d in self.cfg.data.target_domains]
+        targets = target_names(self.cfg, self.eval_domains)
         self.last_metrics = {
             "domains": per_domain,
             "target_mean": mean_over_domains({d: per_domain[d] for d in targets}) if targets else {},

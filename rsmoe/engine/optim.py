@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torch.optim.lr_scheduler import PolynomialLR
+from torch.optim.lr_scheduler import LRScheduler, MultiStepLR, PolynomialLR
 
 from ..config import TrainConfig
 from ..models.protocol import SegModel
@@ -29,9 +29,12 @@ def poly_factor(step: int, total: int, power: float) -> float:
     return max(0.0, 1.0 - step / max(1, total)) ** power
 
 
-def build_optimizer(model: SegModel, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, PolynomialLR]:
+def build_optimizer(model: SegModel, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, LRScheduler]:
+    """AdamW and the ``train.lr_schedule`` scheduler, stepped once per iteration."""
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
                                   eps=cfg.eps)
+    if cfg.lr_schedule == "multistep":
+        return optimizer, MultiStepLR(optimizer, milestones=list(cfg.lr_milestones), gamma=cfg.lr_gamma)
     return optimizer, PolynomialLR(optimizer, total_iters=max(1, cfg.iterations), power=cfg.poly_power)
 
 
