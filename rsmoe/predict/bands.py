@@ -52,7 +52,7 @@ def _compare_wavelengths(claimed: Sequence[float], expected: Sequence[float], wh
     if bad:
         i, c, e = bad[0]
         raise PredictError(
-            f"{what} wavelengths {_fmt_wl(claimed)} µm do not match the checkpoint's {_fmt_wl(expected)} µm "
+            f"{what}: {_fmt_wl(claimed)} µm do not match the checkpoint's {_fmt_wl(expected)} µm "
             f"(band {i + 1}: {c:.3f} vs {e:.3f} µm, tolerance {WAVELENGTH_TOLERANCE_UM} µm)"
         )
 
