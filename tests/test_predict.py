@@ -145,6 +145,14 @@ def checkpoint(bench, tmp_path_factory) -> Path:
     return save_tiny_checkpoint(bench, tmp_path_factory.mktemp("predict_ckpt") / "model.safetensors")
 
 
+@pytest.fixture(scope="module")
+def checkpoint_model(checkpoint) -> PredictionModel:
+    """The checkpoint loaded once (rebuilding its frozen backbone takes seconds)."""
+    from rsmoe.engine.checkpoints import load_prediction_model
+
+    return load_prediction_model(checkpoint)
+
+
 @pytest.fixture(autouse=True)
 def _keep_malloc_settings(monkeypatch):
     """`rsmoe predict` tunes glibc malloc for its own process; not for the shared pytest process."""
@@ -395,13 +403,11 @@ def test_class_and_probability_maps_are_valid_cogs(tmp_path):
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (5, 7), (8, 8), (3, 17)])
-def test_scene_smaller_than_a_patch_is_padded_with_the_real_model(checkpoint, tmp_path, shape):
+def test_scene_smaller_than_a_patch_is_padded_with_the_real_model(checkpoint_model, tmp_path, shape):
     """A checkpoint's model needs ≥ 2 patches (16 px) per side: a 1×1 … 8×8 scene is padded to 16 px (a multiple of
     the 8-px patch), and the map, of the scene's size, is the argmax of the model on that padded, normalised
     window."""
-    from rsmoe.engine.checkpoints import load_prediction_model
-
-    pm = load_prediction_model(checkpoint)
+    pm = checkpoint_model
     assert (pm.multiple_of, pm.min_size) == (8, 16)
     h, w = shape
     image = np.random.default_rng(1).integers(60, 400, size=(4, h, w)).astype(np.uint16)
