@@ -44,8 +44,10 @@ def predict_scene(
     """Predict one scene into ``out_dir``; returns the summary dict (also written as ``<stem>_summary.json``).
 
     A scene that cannot be read (a truncated or corrupt file) or outputs that cannot be written raise a one-line
-    :class:`PredictError`; the final paths are then left as they were (outputs are written to hidden temporary files
-    and renamed into place only when complete)."""
+    :class:`PredictError`. Final paths only ever hold complete files: rasters are streamed into hidden temporary
+    files and renamed into place when complete (a failure before that leaves the final paths as they were), and an
+    earlier summary is removed just before the new rasters replace the old, so a summary never describes the maps
+    of another run."""
     scene, out_dir = Path(scene), Path(out_dir)
     device = resolve_device(device)
     pm = dataclasses.replace(pm, model=pm.model.to(device).eval())
@@ -61,6 +63,7 @@ def predict_scene(
             with progress_bar(reader.plan.num_windows, label, show_progress, progress_position + 1,
                               leave=False) as bar:
                 counts, stats = _classify(pm, reader, rasters, preview, batch_size, device, bar)
+            paths["summary"].unlink(missing_ok=True)  # an earlier run's summary must not describe the new maps
             files = {kind: file_record(path) for kind, path in rasters.publish().items()}
             times.predicted = time.perf_counter()
             write_preview(paths["preview"], preview, pm, [reader.bands[k] for k in preview.rgb_pos], scene.name)
