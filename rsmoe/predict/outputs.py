@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -45,9 +46,10 @@ def check_output_dir(out_dir: Path) -> None:
     folder this process cannot write to. A probe file is created and removed there; nothing else is created."""
     out_dir = Path(out_dir)
     existing = out_dir
-    while not existing.exists() and existing.parent != existing:  # where the missing folders would be created
+    # where the missing folders would be created (os.path: False rather than an error for an unreadable parent)
+    while not os.path.exists(existing) and existing.parent != existing:
         existing = existing.parent
-    if not existing.is_dir():
+    if not os.path.isdir(existing):
         where = "" if existing == out_dir else f" ({existing} is a file)"
         raise PredictError(f"--out {out_dir} is not a folder{where}")
     try:
