@@ -183,8 +183,8 @@ def load_prediction_model(path: str | Path, device: str = "cpu"):
     """The checkpoint as the :class:`rsmoe.predict.PredictionModel` that ``rsmoe predict`` consumes, with the
     file's SHA-256 and run config (recorded in every summary, checked by ``--resume``).
 
-    ``min_size`` is two patches: every rsmoe model's feature pyramid has a level at half the patch grid (the
-    Segmentor's ×0.5 map, MPerS's neck), which a one-patch input would shrink to nothing."""
+    ``min_size`` is two patches: the feature pyramid of every rsmoe model has a level at half the patch grid,
+    which a one-patch input would shrink to nothing."""
     from ..predict import PredictionModel
     from ..predict.outputs import file_sha256
 
