@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ import torch
 from affine import Affine
 
 from rsmoe.data.normalize import Normalize
-import rsmoe.predict.cli as predict_cli  # run_predict_from_args looks _limit_heap_growth up there
+import rsmoe.predict.cli as predict_cli  # run_predict_from_args looks limit_heap_growth up there
 from rsmoe.predict import (
     MIN_WEIGHT,
     PredictError,
@@ -31,8 +32,8 @@ from rsmoe.predict import (
     predict_array,
     predict_scenes,
     run_predict_from_args,
-    window_starts,
 )
+from rsmoe.windows import window_starts
 
 REPO = Path(__file__).resolve().parents[1]
 WAVELENGTHS = [0.490, 0.560, 0.665, 0.842]
@@ -71,7 +72,7 @@ class CountingModel(ConvModel):
 
 
 def make_pm(model: torch.nn.Module | None = None, *, mean=(100.0, 200.0, 300.0, 400.0), std=(10.0, 20.0, 30.0, 40.0),
-            multiple_of: int = 1) -> PredictionModel:
+            multiple_of: int = 1, **fields) -> PredictionModel:
     return PredictionModel(
         model=model if model is not None else ConvModel(),
         class_names=["water", "trees", "grass", "built", "bare"],
@@ -81,6 +82,7 @@ def make_pm(model: torch.nn.Module | None = None, *, mean=(100.0, 200.0, 300.0, 
         band_names=["B2", "B3", "B4", "B8"],
         sensor="Sentinel-2",
         multiple_of=multiple_of,
+        **fields,
     )
 
 
@@ -121,10 +123,40 @@ def quiet(**kw):
     return dict(show_progress=False, **kw)
 
 
+def save_tiny_checkpoint(bench: Path, path: Path, seed: int = 0) -> Path:
+    """A real rsmoe checkpoint: the demo's tiny SpectralMoE (random frozen DINOv3, patch 8) on the synthetic
+    benchmark's statistics, its trainable tensors drawn from a fixed seed (so they are not the initial values)."""
+    from rsmoe.config import load_config
+    from rsmoe.demo import demo_config_path
+    from rsmoe.engine.checkpoints import save_checkpoint
+    from rsmoe.engine.runner import build_for_config
+
+    model, meta = build_for_config(load_config(demo_config_path(), [f"data.root={bench}"]))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn(param.shape, generator=g) * 0.05)
+    return save_checkpoint(model, meta, path)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(bench, tmp_path_factory) -> Path:
+    return save_tiny_checkpoint(bench, tmp_path_factory.mktemp("predict_ckpt") / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def checkpoint_model(checkpoint) -> PredictionModel:
+    """The checkpoint loaded once (rebuilding its frozen backbone takes seconds)."""
+    from rsmoe.engine.checkpoints import load_prediction_model
+
+    return load_prediction_model(checkpoint)
+
+
 @pytest.fixture(autouse=True)
 def _keep_malloc_settings(monkeypatch):
     """`rsmoe predict` tunes glibc malloc for its own process; not for the shared pytest process."""
-    monkeypatch.setattr(predict_cli, "_limit_heap_growth", lambda: False)
+    monkeypatch.setattr(predict_cli, "limit_heap_growth", lambda: False)
 
 
 # ------------------------------------------------------------------------------------------------ geometry, blending
@@ -339,6 +371,135 @@ def test_geographic_crs_gives_pixel_counts_only(tmp_path):
     assert all(e["hectares"] is None for e in s["class_areas"]) and sum(e["pixels"] for e in s["class_areas"]) == 900
 
 
+# ------------------------------------------------------------------------------ COG, small scenes, no-data, std = 0
+
+
+def test_class_and_probability_maps_are_valid_cogs(tmp_path):
+    """rio-cogeo's validator (IFDs, overviews before the data, block order) accepts both rasters, which keep the
+    colour table, class names, band names and georeferencing; the overviews are there and nearest-sampled."""
+    from rio_cogeo.cogeo import cog_validate
+
+    pm = make_pm()
+    scene = write_scene(tmp_path / "big.tif", make_image(700, 600))
+    [s] = predict_scenes(pm, [scene], tmp_path / "out", tile=256, overlap=32, batch_size=4, probabilities=True,
+                         **quiet())
+    for path in (s["classes"], s["probabilities"]):
+        valid, errors, warnings = cog_validate(path, quiet=True)
+        assert valid and not errors and not warnings, (path, errors, warnings)
+    with rasterio.open(s["classes"]) as c:
+        assert c.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and c.overviews(1) == [2]
+        assert c.crs == CRS and c.transform == TRANSFORM and (c.block_shapes[0]) == (512, 512)
+        assert c.colormap(1)[1][:3] == (0, 128, 0) and c.colormap(1)[255] == (0, 0, 0, 0)
+        assert json.loads(c.tags()["class_names"]) == pm.class_names and c.descriptions == ("class",)
+        full = c.read(1)
+        half = c.read(1, out_shape=(350, 300))  # served from the overview: nearest = every other pixel
+    np.testing.assert_array_equal(half, full[::2, ::2])
+    with rasterio.open(s["probabilities"]) as p:
+        assert p.descriptions == tuple(pm.class_names) and p.count == 5 and p.overviews(1) == [2]
+    stored = json.loads(Path(s["summary"]).read_text())
+    for kind in ("classes", "probabilities"):
+        assert stored["files"][kind]["sha256"] == hashlib.sha256(Path(s[kind]).read_bytes()).hexdigest()
+    assert not list((tmp_path / "out").glob(".*"))  # no temporary left
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 7), (8, 8), (3, 17)])
+def test_scene_smaller_than_a_patch_is_padded_with_the_real_model(checkpoint_model, tmp_path, shape):
+    """A checkpoint's model needs ≥ 2 patches (16 px) per side: a 1×1 … 8×8 scene is padded to 16 px (a multiple of
+    the 8-px patch), and the map, of the scene's size, is the argmax of the model on that padded, normalised
+    window."""
+    pm = checkpoint_model
+    assert (pm.multiple_of, pm.min_size) == (8, 16)
+    h, w = shape
+    image = np.random.default_rng(1).integers(60, 400, size=(4, h, w)).astype(np.uint16)
+    scene = write_scene(tmp_path / "small.tif", image)
+    [s] = predict_scenes(pm, [scene], tmp_path / "out", tile=512, overlap=128, batch_size=1, **quiet())
+    x = torch.from_numpy(pm.normalize.apply(image))[None]
+    mode = s["small_scene_padding"]
+    assert mode == ("replicate" if h <= 8 or w <= 8 else "reflect")
+    ph, pw = (-(-max(side, 16) // 8) * 8 - side for side in (h, w))  # up to ≥ 16 and a multiple of 8
+    x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
+    with torch.no_grad():
+        ref = pm.model(x, torch.tensor(pm.wavelengths))[0, :, :h, :w].argmax(0).numpy()
+    with rasterio.open(s["classes"]) as c:
+        assert (c.height, c.width) == shape
+        np.testing.assert_array_equal(c.read(1), ref)
+
+
+def test_plan_pads_windows_to_the_model_minimum():
+    plan = plan_windows(1, 1, tile=512, overlap=128, multiple_of=8, min_size=16)
+    assert (plan.win_h, plan.win_w, plan.pad_h, plan.pad_w, plan.pad_mode) == (1, 1, 16, 16, "replicate")
+    plan = plan_windows(300, 13, tile=64, overlap=16, multiple_of=8, min_size=16)
+    assert (plan.win_h, plan.win_w, plan.pad_h, plan.pad_w, plan.pad_mode) == (64, 13, 64, 16, "reflect")
+    with pytest.raises(PredictError, match="smallest input"):
+        plan_windows(100, 100, tile=8, overlap=0, multiple_of=8, min_size=16)
+
+
+def test_non_finite_pixels_of_a_float_scene_are_nodata(tmp_path):
+    """NaN / ±inf in any band: class-map no-data and NaN probabilities; every other pixel is classified exactly as
+    if those pixels had been no-data (the band mean) from the start."""
+    pm = make_pm(ConvModel(k=3))
+    image = make_image(60, 50)
+    bad = np.zeros((60, 50), bool)
+    image[0, 10, 10] = np.nan
+    image[2, 20:22, 30:35] = np.inf
+    image[3, 40, 5] = -np.inf
+    image[:, 50:, 45:] = np.nan  # every band
+    bad[10, 10] = bad[20:22, 30:35] = bad[40, 5] = True
+    bad[50:, 45:] = True
+    scene = write_scene(tmp_path / "f.tif", image)
+    [s] = predict_scenes(pm, [scene], tmp_path / "out", tile=32, overlap=8, probabilities=True, **quiet())
+    with rasterio.open(s["classes"]) as c, rasterio.open(s["probabilities"]) as p:
+        cls, prob = c.read(1), p.read()
+    np.testing.assert_array_equal(cls == 255, bad)
+    assert np.isnan(prob[:, bad]).all() and np.isfinite(prob[:, ~bad]).all()
+    assert s["nodata_pixels"] == bad.sum()
+    ref = full_logits(pm, np.where(bad, pm.normalize.mean[:, None, None], image), ~bad)
+    np.testing.assert_array_equal(cls[~bad], ref.argmax(0).numpy()[~bad])
+    np.testing.assert_allclose(prob[:, ~bad], torch.softmax(ref, 0).numpy()[:, ~bad], atol=1e-5)
+    logits = predict_array(pm, image, tile=32, overlap=8)  # the in-memory path marks them the same way
+    np.testing.assert_allclose(logits[:, ~bad], ref.numpy()[:, ~bad], atol=1e-5)
+
+
+def test_band_with_zero_std_gives_the_training_values_bitwise(tmp_path):
+    """A band that was constant in training (std 0) is normalised as x − mean, like training and evaluation do
+    (``Normalize``), never ±inf / NaN: predict_array's logits equal the model applied to
+    ``Normalize(mean, std).apply(image)`` bit for bit (one window, batch 1, no blending)."""
+    mean, std = (100.0, 5.0, 300.0, 400.0), (10.0, 0.0, 30.0, 40.0)
+    pm = make_pm(ConvModel(k=3), mean=mean, std=std)
+    image = make_image(24, 20)
+    image[1] = 7.0  # the constant band, not at its training value: normalised to 2.0
+    out = predict_array(pm, image, tile=32, overlap=0, batch_size=1)
+    x = torch.from_numpy(Normalize(mean, std).apply(image))
+    assert (x[1] == 2.0).all()
+    with torch.no_grad():
+        ref = pm.model(x[None], torch.tensor(pm.wavelengths))[0].numpy()
+    assert np.isfinite(out).all()
+    np.testing.assert_array_equal(out, ref)
+    # the same through an integer GeoTIFF: every pixel classified, the class map = argmax of those logits
+    scene = write_scene(tmp_path / "int.tif", image.round().astype(np.uint16))
+    [s] = predict_scenes(pm, [scene], tmp_path / "out", tile=32, overlap=0, batch_size=1, probabilities=True,
+                         **quiet())
+    with rasterio.open(s["classes"]) as c, rasterio.open(s["probabilities"]) as p:
+        np.testing.assert_array_equal(c.read(1), ref.argmax(0))
+        assert np.isfinite(p.read()).all() and s["nodata_pixels"] == 0
+
+
+def test_truncated_scene_is_a_one_line_error_and_leaves_no_output(tmp_path):
+    """The header is intact (the scene passes the up-front checks) but the tiles stop half-way: reading them is a
+    PredictError naming the file, and neither a final output nor a temporary file remains."""
+    scene = tmp_path / "cut.tif"
+    image = make_image(200, 200)
+    with rasterio.open(scene, "w", driver="GTiff", width=200, height=200, count=4, dtype="float32", crs=CRS,
+                       transform=TRANSFORM, tiled=True, blockxsize=64, blockysize=64) as dst:
+        dst.write(image)
+    with open(scene, "r+b") as f:
+        f.truncate(scene.stat().st_size // 2)
+    with pytest.raises(PredictError) as err:
+        predict_scenes(make_pm(), [scene], tmp_path / "out", tile=64, overlap=16, probabilities=True, **quiet())
+    assert str(scene) in str(err.value) and "truncated" in str(err.value) and "\n" not in str(err.value)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 # --------------------------------------------------------------------------------------------- bands and sensors
 
 
@@ -360,10 +521,9 @@ def test_one_band_input_to_four_band_checkpoint_is_a_one_line_error(tmp_path):
 
 def test_rsmoe_cli_prints_one_line_error(tmp_path, monkeypatch, capsys):
     """Through `rsmoe predict` itself (the checkpoint loader replaced by the test model)."""
-    cli = pytest.importorskip("rsmoe.cli")
-    checkpoints = pytest.importorskip("rsmoe.engine.checkpoints")
-    if not hasattr(checkpoints, "load_prediction_model"):
-        pytest.skip("no checkpoint loader for predict yet")
+    import rsmoe.cli as cli
+    import rsmoe.engine.checkpoints as checkpoints
+
     monkeypatch.setattr(checkpoints, "load_prediction_model", lambda path, device="cpu": make_pm())
     scene = write_scene(tmp_path / "pan.tif", make_image(20, 20, bands=1))
     code = cli.main(["predict", "--checkpoint", "x.ckpt", "--input", str(scene), "--out", str(tmp_path / "o"),
@@ -515,6 +675,73 @@ def test_killed_run_leaves_no_final_file_and_resume(tmp_path):
     assert paths["classes"].stat().st_mtime_ns == mtime
     forwards = sum(int(line.split()[1]) for line in (tmp_path / "log2.txt").read_text().splitlines())
     assert forwards == plan_windows(40, 40, 32, 8).num_windows  # only the new scene ran
+
+
+def forwards(log: Path) -> int:
+    """Windows that went through a CountingModel (0 if it never ran)."""
+    return sum(int(line.split()[1]) for line in log.read_text().splitlines()) if log.exists() else 0
+
+
+def test_resume_keeps_only_intact_outputs_of_the_same_checkpoint(tmp_path):
+    """--resume skips a scene only if its summary names the same checkpoint SHA-256 and its rasters still have the
+    recorded size and SHA-256; a truncated map, a map with one changed byte, an unreadable summary, another
+    checkpoint, or probabilities asked for now but not written then: the scene is predicted again."""
+    a = write_scene(tmp_path / "a.tif", make_image(40, 40, seed=1))
+    b = write_scene(tmp_path / "b.tif", make_image(40, 40, seed=2))
+    out, windows = tmp_path / "out", plan_windows(40, 40, 32, 8).num_windows
+    runs = iter(range(100))
+
+    def run(sha: str = "1" * 64, probabilities: bool = False) -> tuple[list[str], int]:
+        log = tmp_path / f"log{next(runs)}.txt"
+        pm = make_pm(CountingModel(str(log)), source_sha256=sha, config_json='{"name": "x"}')
+        done = predict_scenes(pm, [a, b], out, tile=32, overlap=8, resume=True, probabilities=probabilities,
+                              **quiet())
+        return [s["status"] for s in done], forwards(log)
+
+    assert run() == (["done", "done"], 2 * windows)
+    assert run() == (["skipped", "skipped"], 0)
+    pa, pb = output_paths(out, a), output_paths(out, b)
+    with open(pa["classes"], "r+b") as f:  # truncated
+        f.truncate(pa["classes"].stat().st_size - 100)
+    assert run() == (["done", "skipped"], windows)
+    data = bytearray(pb["classes"].read_bytes())  # one byte changed, same size
+    data[len(data) // 2] ^= 0xFF
+    pb["classes"].write_bytes(bytes(data))
+    assert run() == (["skipped", "done"], windows)
+    pa["summary"].write_text('{"status": "done", "checkpoint"')  # unreadable summary
+    assert run() == (["done", "skipped"], windows)
+    assert run(sha="2" * 64) == (["done", "done"], 2 * windows)  # another checkpoint
+    assert json.loads(pa["summary"].read_text())["checkpoint"] == {"path": None, "sha256": "2" * 64,
+                                                                   "config": {"name": "x"}}
+    assert run(sha="2" * 64, probabilities=True) == (["done", "done"], 2 * windows)
+    assert run(sha="2" * 64, probabilities=True) == (["skipped", "skipped"], 0)
+    pa["probabilities"].unlink()
+    assert run(sha="2" * 64, probabilities=True) == (["done", "skipped"], windows)
+
+
+def test_summary_records_the_checkpoint_and_resume_follows_it(bench, checkpoint, tmp_path, capsys):
+    """Through `rsmoe predict`: the summary holds the checkpoint's path, SHA-256 (of the file's bytes) and run
+    config; --resume keeps the maps of that checkpoint and redoes them for another one."""
+    from rsmoe.cli import main
+    from rsmoe.engine.checkpoints import read_checkpoint
+
+    scene = write_scene(tmp_path / "s.tif", np.random.default_rng(0).integers(60, 400, (4, 40, 36)).astype("uint16"))
+    other = save_tiny_checkpoint(bench, tmp_path / "other.safetensors", seed=1)
+    argv = ["predict", "--input", str(scene), "--out", str(tmp_path / "out"), "--tile", "32", "--overlap", "8",
+            "--device", "cpu", "--no-progress", "--resume"]
+    summary_path = output_paths(tmp_path / "out", scene)["summary"]
+    assert main([*argv, "--checkpoint", str(checkpoint)]) == 0
+    record = json.loads(summary_path.read_text())["checkpoint"]
+    assert record["path"] == str(checkpoint)
+    assert record["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert record["config"] == json.loads(read_checkpoint(checkpoint)[1].config.to_json())
+    capsys.readouterr()
+    assert main([*argv, "--checkpoint", str(checkpoint)]) == 0
+    assert "skipped" in capsys.readouterr().out
+    assert main([*argv, "--checkpoint", str(other)]) == 0
+    assert "skipped" not in capsys.readouterr().out
+    assert json.loads(summary_path.read_text())["checkpoint"]["sha256"] == \
+        hashlib.sha256(other.read_bytes()).hexdigest() != record["sha256"]
 
 
 @pytest.mark.slow

@@ -190,14 +190,20 @@ class EvaluationForward(torch.nn.Module):
 
 
 def load_prediction_model(path: str | Path, device: str = "cpu"):
-    """The checkpoint as the :class:`rsmoe.predict.PredictionModel` that ``rsmoe predict`` consumes."""
+    """The checkpoint as the :class:`rsmoe.predict.PredictionModel` that ``rsmoe predict`` consumes, with the
+    file's SHA-256 and run config (recorded in every summary, checked by ``--resume``).
+
+    ``min_size`` is two patches: the feature pyramid of every rsmoe model has a level at half the patch grid,
+    which a one-patch input would shrink to nothing."""
     from ..predict import PredictionModel
+    from ..predict.outputs import file_sha256
 
     model, meta = load_checkpoint(path, device)
     return PredictionModel(
         model=EvaluationForward(model), class_names=meta.class_names, palette=[tuple(c) for c in meta.palette],
         normalize=meta.normalizer(), wavelengths=meta.wavelengths, band_names=meta.band_names, sensor=meta.sensor,
-        ignore_index=meta.ignore_index, multiple_of=model.input_multiple,
+        ignore_index=meta.ignore_index, multiple_of=model.input_multiple, min_size=2 * model.input_multiple,
+        source_path=str(path), source_sha256=file_sha256(Path(path)), config_json=meta.config.to_json(),
     )
 
 

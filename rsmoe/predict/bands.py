@@ -1,7 +1,7 @@
 """Sensor names, wavelength checks and the choice of a scene's bands.
 
 The user's ``--sensor`` / ``--wavelengths`` claim is checked by :func:`check_sensor`; a scene's own bands (count,
-per-band wavelength metadata, band descriptions) by :func:`_scene_bands`, which also returns the bands to read.
+per-band wavelength metadata, band descriptions) by :func:`scene_bands`, which also returns the bands to read.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def _compare_wavelengths(claimed: Sequence[float], expected: Sequence[float], wh
     if bad:
         i, c, e = bad[0]
         raise PredictError(
-            f"{what} wavelengths {_fmt_wl(claimed)} µm do not match the checkpoint's {_fmt_wl(expected)} µm "
+            f"{what}: {_fmt_wl(claimed)} µm do not match the checkpoint's {_fmt_wl(expected)} µm "
             f"(band {i + 1}: {c:.3f} vs {e:.3f} µm, tolerance {WAVELENGTH_TOLERANCE_UM} µm)"
         )
 
@@ -117,7 +117,7 @@ def _band_wavelength_um(src, bidx: int) -> float | None:
     return None
 
 
-def _scene_bands(pm: PredictionModel, src, path: Path, bands: Sequence[int] | None) -> list[int]:
+def scene_bands(pm: PredictionModel, src, path: Path, bands: Sequence[int] | None) -> list[int]:
     """Check the scene's bands against the checkpoint and return the 1-based band indexes to read."""
     n_model = len(pm.wavelengths)
     names = ", ".join(f"{n} {w:.3f} µm" for n, w in zip(pm.band_names, pm.wavelengths)) or _fmt_wl(pm.wavelengths)
@@ -148,3 +148,6 @@ def _scene_bands(pm: PredictionModel, src, path: Path, bands: Sequence[int] | No
                 f"use --bands {','.join(map(str, want))}"
             )
     return idx
+
+
+__all__ = ["WAVELENGTH_TOLERANCE_UM", "check_sensor", "scene_bands", "sensor_wavelengths"]

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .bands import check_sensor
-from .memory import _limit_heap_growth
+from .memory import limit_heap_growth
 from .model import PredictError, PredictionModel
+from .outputs import check_output_dir
 from .scenes import predict_scenes
 
 _RASTER_SUFFIXES = (".tif", ".tiff")
@@ -105,7 +106,9 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--overlap", type=int, default=128, help="overlap between windows in pixels (default 128)")
     parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
     parser.add_argument("--probabilities", action="store_true", help="also write a float32 probability raster")
-    parser.add_argument("--resume", action="store_true", help="skip scenes whose outputs are already complete")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip scenes whose outputs this checkpoint already finished and that are intact "
+                             "(a missing, corrupt or truncated map, or one made by another checkpoint, is redone)")
     parser.add_argument("--devices", type=int, default=1, help="processes / GPUs to split the scenes over")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -119,17 +122,20 @@ def run_predict_from_args(
 ) -> int:
     """Run ``rsmoe predict`` from parsed arguments (see :func:`add_predict_arguments`); returns the exit status 0.
 
-    User errors raise :class:`PredictError` — a ``ValueError`` with a one-line message, which ``rsmoe``'s ``main``
-    prints as ``rsmoe predict: error: …`` (exit status 2). Inputs and the ``--sensor`` / ``--wavelengths`` claim are
-    checked before the checkpoint is used; ``sensors`` overrides the :mod:`rsmoe.sensors` registry.
+    User errors raise an :class:`~rsmoe.errors.RsmoeError` (:class:`PredictError`, or the checkpoint loader's
+    ``CheckpointError`` / ``MissingFileError``) with a one-line message, which ``rsmoe``'s ``main`` prints as
+    ``rsmoe predict: error: …`` (exit status 2). The inputs and the output folder are checked before the checkpoint is
+    loaded, the ``--sensor`` / ``--wavelengths`` claim and every scene's bands before any scene is processed;
+    ``sensors`` overrides the :mod:`rsmoe.sensors` registry.
     """
     bands = _flatten(getattr(args, "bands", None))
     wavelengths = _flatten(getattr(args, "wavelengths", None))
     inputs = collect_inputs(getattr(args, "input", None), getattr(args, "input_dir", None),
                             getattr(args, "input_list", None))
+    check_output_dir(Path(args.out))
     pm = pm_loader(args.checkpoint)
     check_sensor(pm, getattr(args, "sensor", None), wavelengths, bands, sensors)
-    _limit_heap_growth()
+    limit_heap_growth()
     summaries = predict_scenes(
         pm, inputs, Path(args.out), tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
         bands=bands, probabilities=args.probabilities, resume=args.resume, devices=args.devices,
@@ -137,7 +143,7 @@ def run_predict_from_args(
     )
     for s in summaries:
         if s.get("status") == "skipped":
-            print(f"{Path(s['input']).name}: skipped (already done)")
+            print(f"{Path(s['input']).name}: skipped (done before by the same checkpoint)")
         else:
             rate = s.get("pixels_per_second") or 0.0
             print(f"{Path(s['input']).name}: {s['classes']}  ({s['seconds']:.1f} s, {rate / 1e6:.2f} Mpx/s)")

@@ -12,13 +12,15 @@ import numpy as np
 import torch
 
 from ..data.normalize import Normalize
-from .memory import _release_free_memory
+from .memory import release_free_memory
 from .model import PredictError, PredictionModel
-from .windows import WindowPlan, _Blender, _Piece, plan_windows
+from .windows import Blender, Piece, WindowPlan, plan_windows
 
 
 @dataclass
-class _Stats:
+class WindowStats:
+    """Where the time of a scene went: model forward passes and waiting for reads (seconds), windows done."""
+
     forward_s: float = 0.0
     read_wait_s: float = 0.0
     windows: int = 0
@@ -26,11 +28,12 @@ class _Stats:
 
 def _normalise_batch(x: np.ndarray, v: np.ndarray, normalize: Normalize, plan: WindowPlan,
                      check_finite: bool) -> torch.Tensor:
-    """Normalise a B×C×h×w batch in place, zero no-data / non-finite values, pad up to ``multiple_of``."""
+    """Normalise a raw B×C×h×w float32 batch in place, set no-data pixels (``v`` False: B×h×w) to 0 (the band
+    mean), pad up to the plan's padded window size; returns it as a tensor."""
     normalize.apply_(x)
     if not v.all():
-        x *= v[:, None]
-    if check_finite and not np.isfinite(x).all():
+        np.copyto(x, np.float32(0.0), where=~v[:, None])  # also clears the NaN / inf of non-finite pixels
+    if check_finite and not np.isfinite(x).all():  # finite raw values beyond float32's range once normalised
         np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     t = torch.from_numpy(x)
     if plan.pad_mode is not None:
@@ -69,17 +72,17 @@ def _prefetch(device: torch.device) -> bool:
     return device.type != "cpu"
 
 
-def _run_windows(
+def run_windows(
     pm: PredictionModel,
     plan: WindowPlan,
     read: Callable[[int, int, np.ndarray], np.ndarray],
     *,
     batch_size: int,
     device: torch.device,
-    stats: _Stats,
+    stats: WindowStats,
     on_batch: Callable[[int], None] | None = None,
     check_finite: bool = True,
-) -> Iterator[_Piece]:
+) -> Iterator[Piece]:
     """Read, normalise and predict every window of ``plan``; yield the finished pieces.
 
     ``read(row, col, out)`` fills ``out`` (C × win_h × win_w float32) with the window at (row, col) and returns its
@@ -102,7 +105,7 @@ def _run_windows(
             v[k] = read(plan.row_starts[j], plan.col_starts[i], x[k])
         return _normalise_batch(x, v, pm.normalize, plan, check_finite), v
 
-    blender: _Blender | None = None
+    blender: Blender | None = None
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="rsmoe-read") \
         if _prefetch(device) else _InlineExecutor()
     with pool:
@@ -126,21 +129,31 @@ def _run_windows(
                 if logits.shape[1] != len(pm.class_names):
                     raise PredictError(f"model returned {logits.shape[1]} classes but the checkpoint names "
                                        f"{len(pm.class_names)}")
-                blender = _Blender(plan, logits.shape[1])
+                blender = Blender(plan, logits.shape[1])
             for k in range(len(batch)):
                 yield from blender.add(logits[k], valid[k])
             del x, out, logits
             stats.windows += len(batch)
             if b < 8:  # the libraries' one-off allocations happen in the first batches: trim them early
-                _release_free_memory()
+                release_free_memory()
             if on_batch is not None:
                 on_batch(len(batch))
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``--device``: ``auto`` (a GPU if there is one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; a device
+    that is not there is a :class:`PredictError`."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise PredictError(f"--device {device!r} is not a device; expected cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise PredictError(f"--device {device}: this machine has {torch.cuda.device_count()} usable CUDA GPU(s)")
+    if dev.type not in ("cpu", "cuda"):
+        raise PredictError(f"--device {device!r}: only cpu and cuda devices are supported")
+    return dev
 
 
 def predict_array(
@@ -155,16 +168,19 @@ def predict_array(
 ) -> np.ndarray:
     """Tiled, blended logits (K × H × W float32, normalised by the weights) for an in-memory C × H × W image.
 
-    Uses exactly the windows, batching and blending of :func:`predict_scene`; ``valid`` (H × W bool) marks pixels
-    that are not no-data (default: all).
+    Uses exactly the windows, batching, normalisation and blending of :func:`predict_scene`; ``valid`` (H × W bool)
+    marks pixels that are not no-data (default: all); pixels with a non-finite value in any band are no-data too.
+    No-data pixels enter the model as the band mean (normalised 0); their logits are returned like any other's.
     """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[0] != len(pm.wavelengths):
         raise PredictError(f"expected a {len(pm.wavelengths)}×H×W image, got shape {image.shape}")
     _, h, w = image.shape
     valid = np.ones((h, w), bool) if valid is None else np.asarray(valid, bool)
-    plan = plan_windows(h, w, tile, overlap, pm.multiple_of)
-    dev = _resolve_device(device)
+    if image.dtype.kind == "f":
+        valid = valid & np.isfinite(image).all(axis=0)
+    plan = plan_windows(h, w, tile, overlap, pm.multiple_of, pm.min_size)
+    dev = resolve_device(device)
     pm.model.to(dev).eval()
 
     def read(r: int, c: int, out: np.ndarray) -> np.ndarray:
@@ -172,7 +188,7 @@ def predict_array(
         return valid[r : r + plan.win_h, c : c + plan.win_w]
 
     out: np.ndarray | None = None
-    for piece in _run_windows(pm, plan, read, batch_size=batch_size, device=dev, stats=_Stats()):
+    for piece in run_windows(pm, plan, read, batch_size=batch_size, device=dev, stats=WindowStats()):
         if out is None:
             out = np.zeros((piece.acc.shape[0], h, w), np.float32)
         out[:, piece.top : piece.bottom, piece.left : piece.right] = piece.normalised(plan)

@@ -8,9 +8,9 @@ from typing import Any
 _LIBC: Any = None
 
 
-def _release_free_memory() -> None:
+def release_free_memory() -> None:
     """Hand freed heap memory back to the OS (glibc ``malloc_trim``, ~2 ms): after each of the first batches and
-    after each finished row band (see :func:`_limit_heap_growth`)."""
+    after each finished row band (see :func:`limit_heap_growth`)."""
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
@@ -31,7 +31,7 @@ def _glibc():
     return _LIBC or None
 
 
-def _limit_heap_growth() -> bool:
+def limit_heap_growth() -> bool:
     """For a process that does nothing but predict (``rsmoe predict``, its worker processes): serve allocations of
     4 MiB and more with ``mmap`` (glibc ``M_MMAP_THRESHOLD``), so the model's per-batch tensors go back to the OS
     when freed.
@@ -45,3 +45,6 @@ def _limit_heap_growth() -> bool:
     if libc is None:
         return False
     return bool(libc.mallopt(-3, 4 * 1024 * 1024))  # M_MMAP_THRESHOLD = -3
+
+
+__all__ = ["limit_heap_growth", "release_free_memory"]

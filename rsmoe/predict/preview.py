@@ -2,37 +2,28 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from ..io.atomic import atomic_path
+from ..sensors import rgb_band_indices
 from .model import PredictionModel
-from .output import _palette, _partial
 from .windows import WindowPlan
 
 #: Longest side of the quick-look PNG's panels, in pixels (the figure shows them at about native size).
 PREVIEW_MAX_SIDE = 512
 
 
-def _rgb_positions(wavelengths: Sequence[float]) -> list[int]:
-    """Positions of the bands nearest 0.665 / 0.560 / 0.490 µm (the first band three times if fewer than 3)."""
-    if len(wavelengths) < 3:
-        return [0, 0, 0]
-    from ..sensors import rgb_band_indices
-
-    return rgb_band_indices(wavelengths)
-
-
-class _Preview:
+class Preview:
     """Decimated samples (every ``step``-th row and column) of the RGB bands, validity and class map, collected
     while the windows stream past, so the quick-look needs no second pass over the scene."""
 
-    def __init__(self, plan: WindowPlan, rgb_pos: list[int], nodata: int):
+    def __init__(self, plan: WindowPlan, pm: PredictionModel):
         self.step = max(1, math.ceil(max(plan.height, plan.width) / PREVIEW_MAX_SIDE))
         oh, ow = -(-plan.height // self.step), -(-plan.width // self.step)
-        self.rgb_pos = rgb_pos
+        self.rgb_pos = rgb_band_indices(pm.wavelengths)  # positions among the model's bands, R, G, B
+        nodata = pm.nodata_value
         self.rgb = np.full((3, oh, ow), np.nan, np.float32)
         self.cls = np.full((oh, ow), nodata, np.uint8)
 
@@ -44,18 +35,20 @@ class _Preview:
         return slice(oy, h, st), slice(ox, w, st), slice(py, py + ny), slice(px, px + nx)
 
     def add_window(self, top: int, left: int, x: np.ndarray, valid: np.ndarray) -> None:
+        """Sample a window's raw values (C × h × w) and validity (h × w) whose top-left pixel is (top, left)."""
         sy, sx, py, px = self._grid(top, left, x.shape[1], x.shape[2])
         sample = x[:, sy, sx][self.rgb_pos]
         self.rgb[:, py, px] = np.where(valid[sy, sx][None], sample, np.nan)
 
     def add_classes(self, top: int, left: int, cls: np.ndarray) -> None:
+        """Sample a finished piece of the class map (h × w uint8) whose top-left pixel is (top, left)."""
         sy, sx, py, px = self._grid(top, left, cls.shape[0], cls.shape[1])
         self.cls[py, px] = cls[sy, sx]
 
 
-def _write_preview(path: Path, preview: _Preview, pm: PredictionModel, nodata: int, num_classes: int,
-                   rgb_bands: list[int], title: str) -> None:
-    """Quick-look PNG: percentile-stretched RGB (bands nearest 0.665/0.560/0.490 µm) next to the coloured classes."""
+def write_preview(path: Path, preview: Preview, pm: PredictionModel, rgb_bands: list[int], title: str) -> None:
+    """Quick-look PNG (atomically): percentile-stretched RGB (``rgb_bands``: the file's 1-based band numbers shown
+    in the panel's title) next to the coloured class map, with a legend."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
@@ -69,7 +62,7 @@ def _write_preview(path: Path, preview: _Preview, pm: PredictionModel, nodata: i
         if good.any():
             lo, hi = np.percentile(band[good], [2, 98])
             img[..., k] = np.where(good, np.clip((band - lo) / max(hi - lo, 1e-12), 0, 1), 1.0)
-    palette = _palette(pm, num_classes)
+    palette, num_classes = pm.class_colours, pm.num_classes
     lut = np.full((256, 3), 255, np.uint8)
     for k, c in enumerate(palette):
         lut[k] = c
@@ -86,6 +79,8 @@ def _write_preview(path: Path, preview: _Preview, pm: PredictionModel, nodata: i
     fig.legend(handles=handles, loc="lower center", ncol=min(6, max(1, len(handles))), fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.12, wspace=0.04)
-    tmp = _partial(path)
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+__all__ = ["PREVIEW_MAX_SIDE", "Preview", "write_preview"]

@@ -11,19 +11,20 @@ from typing import Any, Sequence
 
 import torch
 
-from .bands import _scene_bands
-from .inference import _resolve_device
-from .memory import _limit_heap_growth
+from ..io.atomic import atomic_write_json
+from .bands import scene_bands
+from .inference import resolve_device
+from .memory import limit_heap_growth
 from .model import PredictError, PredictionModel
-from .output import _is_finished, output_paths
-from .scene import _bar, predict_scene
+from .outputs import check_output_dir, make_output_dir, reusable_summary
+from .progress import progress_bar
+from .reader import open_dataset
+from .scene import predict_scene
 from .windows import plan_windows
 
 
 def _validate_scenes(pm: PredictionModel, inputs: list[Path], bands: Sequence[int] | None) -> None:
     """Open every scene's header and check its bands before any work starts (fail fast, one-line errors)."""
-    import rasterio
-
     stems: dict[str, Path] = {}
     for path in inputs:
         stem = path.stem
@@ -32,11 +33,22 @@ def _validate_scenes(pm: PredictionModel, inputs: list[Path], bands: Sequence[in
         stems[stem] = path
         if not path.is_file():
             raise PredictError(f"input not found: {path}")
-        try:
-            with rasterio.open(path) as src:
-                _scene_bands(pm, src, path, bands)
-        except rasterio.errors.RasterioIOError as exc:
-            raise PredictError(f"cannot read {path}: {exc}") from None
+        with open_dataset(path) as src:
+            scene_bands(pm, src, path, bands)
+
+
+def _validate_options(pm: PredictionModel, out_dir: Path, *, tile: int, overlap: int, batch_size: int,
+                      devices: int, device: str) -> None:
+    """Check the options and the output folder before any work starts (one-line errors)."""
+    if batch_size < 1:
+        raise PredictError(f"--batch-size must be positive, got {batch_size}")
+    if devices < 1:
+        raise PredictError(f"--devices must be positive, got {devices}")
+    if pm.normalize.num_bands != len(pm.wavelengths):
+        raise PredictError("checkpoint statistics (mean/std) and wavelengths have different band counts")
+    plan_windows(max(tile, 1), max(tile, 1), tile, overlap, pm.multiple_of, pm.min_size)  # validates tile / overlap
+    resolve_device(device)
+    check_output_dir(out_dir)
 
 
 def _free_port() -> int:
@@ -49,9 +61,9 @@ def _worker(rank: int, world: int, port: int, pm: PredictionModel, todo: list[Pa
             kwargs: dict, result_path: str) -> None:
     import torch.distributed as dist
 
-    _limit_heap_growth()
+    limit_heap_growth()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    device = _resolve_device(kwargs.pop("device"))
+    device = resolve_device(kwargs.pop("device"))
     if device.type == "cuda":
         device = torch.device("cuda", rank % max(1, torch.cuda.device_count()))
         torch.cuda.set_device(device)
@@ -62,7 +74,7 @@ def _worker(rank: int, world: int, port: int, pm: PredictionModel, todo: list[Pa
         gathered: list[Any] = [None] * world
         dist.all_gather_object(gathered, summaries)
         if rank == 0:
-            Path(result_path).write_text(json.dumps([s for part in gathered for s in part]))
+            atomic_write_json(result_path, [s for part in gathered for s in part], fsync=False)
         dist.barrier()
     finally:
         dist.destroy_process_group()
@@ -70,19 +82,14 @@ def _worker(rank: int, world: int, port: int, pm: PredictionModel, todo: list[Pa
 
 def _predict_list(pm, scenes: list[Path], out_dir: Path, *, show_progress: bool, rank: int = 0,
                   world_size: int = 1, **kwargs) -> list[dict]:
-
     out = []
-    outer = _bar(len(scenes), "scenes" + (f" [rank {rank}]" if world_size > 1 else ""), show_progress,
-                 2 * rank, leave=True, unit="scene")
-    try:
+    label = "scenes" + (f" [rank {rank}]" if world_size > 1 else "")
+    with progress_bar(len(scenes), label, show_progress, 2 * rank, leave=True, unit="scene") as outer:
         for scene in scenes:
             out.append(predict_scene(pm, scene, out_dir, show_progress=show_progress, rank=rank,
                                      world_size=world_size, progress_position=2 * rank, **kwargs))
             if outer is not None:
                 outer.update(1)
-    finally:
-        if outer is not None:
-            outer.close()
     return out
 
 
@@ -103,30 +110,23 @@ def predict_scenes(
 ) -> list[dict]:
     """Predict every scene in ``inputs`` into ``out_dir``; one summary dict per input, in input order.
 
-    Raises :class:`PredictError` (one-line message) on bad arguments or a band mismatch, before any scene is
-    processed. With ``resume`` a scene whose ``_classes.tif`` and ``_summary.json`` exist is skipped (its summary is
-    the stored one with ``status = "skipped"``). With ``devices > 1`` the scenes are split round-robin over that many
-    processes (see the module docstring).
+    Raises :class:`PredictError` (one-line message) on bad arguments, an output folder that cannot be written, or a
+    scene that cannot be opened or does not match the checkpoint's bands, before any scene is processed. With
+    ``resume`` a scene is skipped when :func:`rsmoe.predict.outputs.reusable_summary` keeps its outputs (same
+    checkpoint, outputs intact); its summary is then the stored one with ``status = "skipped"``. With ``devices > 1``
+    the scenes are split round-robin over that many processes (see the package docstring).
     """
     inputs = [Path(p) for p in inputs]
     out_dir = Path(out_dir)
-    if batch_size < 1:
-        raise PredictError(f"--batch-size must be positive, got {batch_size}")
-    if devices < 1:
-        raise PredictError(f"--devices must be positive, got {devices}")
-    if pm.normalize.num_bands != len(pm.wavelengths):
-        raise PredictError("checkpoint statistics (mean/std) and wavelengths have different band counts")
-    plan_windows(max(tile, 1), max(tile, 1), tile, overlap, pm.multiple_of)  # validates tile / overlap
+    _validate_options(pm, out_dir, tile=tile, overlap=overlap, batch_size=batch_size, devices=devices,
+                      device=device)
     _validate_scenes(pm, inputs, bands)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out_dir)
     results: dict[Path, dict] = {}
     todo = []
     for scene in inputs:
-        if resume and _is_finished(out_dir, scene):
-            try:
-                stored = json.loads(output_paths(out_dir, scene)["summary"].read_text())
-            except (OSError, ValueError):
-                stored = {}
+        stored = reusable_summary(out_dir, scene, pm, probabilities) if resume else None
+        if stored is not None:
             results[scene] = {**stored, "input": str(scene), "status": "skipped"}
         else:
             todo.append(scene)

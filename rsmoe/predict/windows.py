@@ -1,5 +1,6 @@
-"""Window geometry and blending: the window grid of a scene (:class:`WindowPlan`), the 1-D blending profile,
-and the streaming accumulator (:class:`_Blender`) that turns weighted window logits into finished pieces.
+"""Windows and blending: the window grid of a scene (:class:`WindowPlan`, window starts from the one rule
+:func:`rsmoe.windows.window_starts`), the 1-D blending profile, and the streaming accumulator (:class:`Blender`)
+that turns weighted window logits into finished pieces (:class:`Piece`).
 
 The rules are described in the :mod:`rsmoe.predict` package docstring (*Windows*, *Blending*, *Streaming*).
 """
@@ -10,20 +11,11 @@ from typing import Iterator
 
 import numpy as np
 
+from ..windows import window_starts
 from .model import PredictError
 
 #: Smallest blending weight (the ramp is clipped below at this value so weights stay strictly positive).
 MIN_WEIGHT = 1e-6
-
-
-def window_starts(size: int, tile: int, stride: int) -> list[int]:
-    """Starts of windows of length ``min(tile, size)``: every ``stride``, the last one ending at ``size``."""
-    if size <= tile:
-        return [0]
-    starts = list(range(0, size - tile + 1, stride))
-    if starts[-1] != size - tile:
-        starts.append(size - tile)
-    return starts
 
 
 def blend_profile(start: int, length: int, size: int, overlap: int) -> np.ndarray:
@@ -52,7 +44,7 @@ class WindowPlan:
     stride: int
     win_h: int  # window height = min(tile, height)
     win_w: int
-    pad_h: int  # window height padded up to multiple_of
+    pad_h: int  # window height padded up to multiple_of and min_size
     pad_w: int
     row_starts: list[int]
     col_starts: list[int]
@@ -64,7 +56,8 @@ class WindowPlan:
 
     @property
     def pad_mode(self) -> str | None:
-        """How windows of a scene smaller than the tile are padded up to ``multiple_of`` (None: not needed)."""
+        """How windows of a scene smaller than the tile are padded (None: not needed): ``reflect``, or
+        ``replicate`` where the padding is as long as the window (reflection needs a longer window)."""
         if (self.pad_h, self.pad_w) == (self.win_h, self.win_w):
             return None
         ph, pw = self.pad_h - self.win_h, self.pad_w - self.win_w
@@ -98,19 +91,25 @@ class WindowPlan:
         return max(self.group_rows(g)[1] - self.group_rows(g)[0] for g in range(len(self.groups)))
 
 
-def plan_windows(height: int, width: int, tile: int = 512, overlap: int = 128, multiple_of: int = 1) -> WindowPlan:
-    """Cut a ``height × width`` scene into windows (see the module docstring for the rules)."""
+def plan_windows(height: int, width: int, tile: int = 512, overlap: int = 128, multiple_of: int = 1,
+                 min_size: int = 1) -> WindowPlan:
+    """Cut a ``height × width`` scene into windows (see the package docstring for the rules).
+
+    Windows are ``tile`` px (rounded down to a multiple of ``multiple_of``), or the scene's side where it is
+    shorter; a window is padded up to a multiple of ``multiple_of`` and to at least ``min_size`` px per side."""
     m = max(1, int(multiple_of))
     if height < 1 or width < 1:
         raise PredictError(f"empty scene ({height}×{width})")
     if tile < 1:
         raise PredictError(f"--tile must be positive, got {tile}")
     eff_tile = max(m, (tile // m) * m)
+    if eff_tile < min_size:
+        raise PredictError(f"--tile {tile} is smaller than the smallest input the model accepts ({min_size} px)")
     if overlap < 0 or overlap >= eff_tile:
         raise PredictError(f"--overlap must be in [0, tile) = [0, {eff_tile}), got {overlap}")
     stride = eff_tile - overlap
     win_h, win_w = min(eff_tile, height), min(eff_tile, width)
-    pad_h, pad_w = -(-win_h // m) * m, -(-win_w // m) * m
+    pad_h, pad_w = (-(-max(side, min_size) // m) * m for side in (win_h, win_w))
     rows = window_starts(height, eff_tile, stride)
     cols = window_starts(width, eff_tile, stride)
     groups = [[j] for j in range(len(rows))]
@@ -137,7 +136,7 @@ def plan_windows(height: int, width: int, tile: int = 512, overlap: int = 128, m
 
 
 @dataclass
-class _Piece:
+class Piece:
     """A finished rectangle ``rows [top, bottom) × cols [left, right)`` of accumulated (un-normalised) logits."""
 
     top: int
@@ -152,7 +151,7 @@ class _Piece:
         return self.acc / norm.astype(np.float32)[None]
 
 
-class _Blender:
+class Blender:
     """Accumulates weighted window logits in processing order and hands back finished pieces (see module doc)."""
 
     def __init__(self, plan: WindowPlan, num_classes: int):
@@ -194,7 +193,7 @@ class _Blender:
             self.local_valid[: self.carry_h, la:lb] = self.carry_valid[: self.carry_h, a:b]
         self._filled = b
 
-    def add(self, logits: np.ndarray, valid: np.ndarray) -> Iterator[_Piece]:
+    def add(self, logits: np.ndarray, valid: np.ndarray) -> Iterator[Piece]:
         """Add the next window's logits (K × win_h × win_w) and validity; yield the piece that became final, if any.
 
         The piece's arrays are views into the blender's buffers: use them before resuming the generator.
@@ -217,7 +216,7 @@ class _Blender:
         # every window of column i in this group is in: columns [c, next column start) are final for the group
         right = p.col_starts[i + 1] if i + 1 < len(p.col_starts) else p.width
         n = right - self._left
-        yield _Piece(top, emit_end, self._left, right, self.local[:, : emit_end - top, :n],
+        yield Piece(top, emit_end, self._left, right, self.local[:, : emit_end - top, :n],
                      self.local_valid[: emit_end - top, :n])
         new_h = bottom - emit_end
         if g + 1 < len(p.groups) and new_h > 0:
