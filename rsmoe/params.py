@@ -14,13 +14,14 @@ import torch
 from .config import Config
 from .errors import CheckpointError, MissingFileError, one_line
 from .models.build import build_model
+from .shipped import resolve_weights
 from .sensors import RGB_CENTRES_UM
 
 
 def _shape_only(section_cfg, what: str) -> None:
     """Replace a pretrained reference by the shapes of its config.json (weights are never read)."""
     if section_cfg.pretrained:
-        path = Path(section_cfg.pretrained)
+        path = Path(resolve_weights(section_cfg.pretrained))
         if not path.exists():
             raise MissingFileError(f"{what}.pretrained: {path} not found")
         cfg_file = path / "config.json" if path.is_dir() else None

@@ -22,7 +22,10 @@ def describe_weights(what: str, pretrained: str | None, seed: int | None = None)
     """One line: ``what`` from ``pretrained`` (folder or file; SHA-256 of its weights) or random from ``seed``."""
     if not pretrained or pretrained == "tiny":
         return f"{what}: random weights (seed {seed}) — no pretraining"
-    path = Path(pretrained)
+    from .shipped import is_shipped, resolve_weights
+
+    label = f"{pretrained}, shipped with rsmoe: " if is_shipped(pretrained) else ""
+    path = Path(resolve_weights(pretrained))
     weights = next((path / n for n in WEIGHT_FILES if (path / n).is_file()), None) if path.is_dir() else path
     if weights is None or not weights.is_file():
         return f"{what}: {path} (weights not found)"
@@ -31,7 +34,7 @@ def describe_weights(what: str, pretrained: str | None, seed: int | None = None)
     if card is not None and card.is_file():
         first = card.read_text(encoding="utf-8").splitlines()[:1]
         title = f" — {first[0].lstrip('# ').strip()}" if first else ""
-    return f"{what}: {path}{title} (SHA-256 {file_sha256(weights)[:16]}…)"
+    return f"{what}: {label}{path}{title} (SHA-256 {file_sha256(weights)[:16]}…)"
 
 
 def weights_provenance(cfg: Any) -> list[str]:

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from ..seeding import seeded
+from ..shipped import resolve_weights
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 _TINY_MERGES = (
@@ -158,8 +159,9 @@ def quiet_transformers() -> Iterator[None]:
 
 
 def model_folder(path: str | Path, what: str) -> tuple[Path, dict[str, Any]]:
-    """``path`` and its ``config.json``; one-line errors when it is not a local transformers folder."""
-    folder = Path(path).expanduser()
+    """``path`` (or a shipped model, ``rsmoe:clip``) and its ``config.json``; one-line errors when it is not a local
+    transformers folder."""
+    folder = Path(resolve_weights(str(path))).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(
             f"{what}: model folder {folder} not found (models load from local folders only; the hub is never "

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from .bands import adapt_patch_kernel, rgb_channel_for_band, select_rgb_bands
 from ...errors import ConfigError
 from ...registry import Registry
+from ...shipped import resolve_weights
 from .base import BlockContext, FrozenBackbone, tokens_to_map
 
 if TYPE_CHECKING:  # the transformers-backed modules load lazily: importing `base` alone stays cheap
@@ -86,6 +87,7 @@ def build_backbone(
       ``band_init`` and ``wavelengths`` do not apply to it.
     """
     cls = BACKBONES.get(kind)
+    pretrained = resolve_weights(pretrained)
     if kind == "dofa":
         if pretrained is not None:
             return cls.from_checkpoint(pretrained, size=config if _given(config) else None)
@@ -120,6 +122,7 @@ def build_depth_encoder(
     With ``pretrained``, a non-empty dict ``config`` is only checked against the checkpoint's architecture.
     """
     encoder_cls = __getattr__("DepthEncoder")
+    pretrained = resolve_weights(pretrained)
     if pretrained is not None:
         if _given(config) and not isinstance(config, Mapping):
             raise ConfigError("with a checkpoint directory, `config` can only be a dict of fields to check")
