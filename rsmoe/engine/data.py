@@ -84,7 +84,8 @@ def eval_splits(cfg: Config) -> list[tuple[str, str]]:
 
 def eval_name(cfg: Config, domain: str, split: str) -> str:
     """The name a (domain, split) pair is reported under: the domain, or ``domain/split`` when the domain is both a
-    source and a target (e.g. Potsdam/val and Potsdam/test in the ISPRS caption-guided tasks), so neither result hides the other."""
+    source and a target (e.g. Potsdam/val and Potsdam/test in the ISPRS caption-guided tasks), so neither result
+    hides the other."""
     both = domain in cfg.data.source_domains and domain in cfg.data.target_domains
     return f"{domain}/{split}" if both else domain
 
