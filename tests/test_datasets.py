@@ -133,9 +133,12 @@ def test_prepare_load_train_eval(task, tmp_path):
 
     metrics = train(cfg, progress=False)
     assert metrics["step"] == 2
+    from rsmoe.engine.data import eval_name
+
     for domain in cfg.data.target_domains:
-        assert domain in metrics["domains"], f"{task}: no metrics for target domain {domain}"
-        assert 0.0 <= metrics["domains"][domain]["OA"] <= 1.0
+        name = eval_name(cfg, domain, cfg.data.test_split)
+        assert name in metrics["domains"], f"{task}: no metrics for target domain {name}"
+        assert 0.0 <= metrics["domains"][name]["OA"] <= 1.0
     assert (tmp_path / "run" / "model.safetensors").is_file()
 
 
