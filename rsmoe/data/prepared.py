@@ -7,10 +7,14 @@ Layout of a prepared folder ``PREPARED``::
       manifest.csv                       image,mask,domain,split,sensor,source_file,row,col
       images/<domain>/<split>/<stem>.tif C×H×W GeoTIFF (deflate), CRS/transform kept from the source
       masks/<domain>/<split>/<stem>.tif  single-band uint8 GeoTIFF, class index or 255 = ignore
+      heights/<domain>/<split>/<stem>.tif optional: single-band float32 GeoTIFF, height in metres (NaN = no data)
 
 ``manifest.csv`` has one row per tile; ``image`` and ``mask`` are paths relative to ``PREPARED``; ``sensor`` is a key
 of :data:`rsmoe.sensors.SENSORS` (which gives band names and centre wavelengths); ``row``/``col`` are the pixel
-offsets of the tile in ``source_file``.
+offsets of the tile in ``source_file``. An optional last column ``height`` holds the path of the tile's height layer
+(empty for a tile without one); writers add the column only when some tile has a height, and manifests without it
+read as before. Heights are metres above the tile's lowest ground point (the synthetic world writes them, see
+:func:`rsmoe.data.synthetic.make_heights`); training transforms do not crop or flip them.
 
 ``dataset.yaml`` keys: ``name``; ``classes`` (names, index = mask value); ``palette`` (``[r, g, b]`` per class);
 ``ignore_index`` (255); ``sensors`` (``{domain: sensor key}``, one sensor per domain); ``bands`` (``{sensor: number
@@ -39,6 +43,7 @@ from rsmoe.data.raster import read_raster, write_raster
 from rsmoe.sensors import get_sensor
 
 MANIFEST_COLUMNS = ("image", "mask", "domain", "split", "sensor", "source_file", "row", "col")
+HEIGHT_COLUMN = "height"  # optional manifest column after MANIFEST_COLUMNS: the height layer's path
 IGNORE_INDEX = 255
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
@@ -157,8 +162,9 @@ class PreparedWriter:
         col: int = 0,
         crs: Any = None,
         transform: Any = None,
+        height: np.ndarray | None = None,
     ) -> None:
-        """Validate one tile (image C×H×W, mask H×W) and write it as two GeoTIFFs."""
+        """Validate one tile (image C×H×W, mask H×W, optional ``height`` H×W in metres) and write it as GeoTIFFs."""
         if self._closed:
             raise RuntimeError(f"{self.out_dir}: writer is closed")
         where = f"tile {source_file or '<no source file>'} (row {row}, col {col}, domain {domain}, split {split})"
@@ -180,6 +186,8 @@ class PreparedWriter:
             raise ValueError(f"{where}: mask shape {mask.shape} does not match image shape {image.shape[1:]}")
         if not np.issubdtype(mask.dtype, np.integer):
             raise ValueError(f"{where}: mask must hold integers, got dtype {mask.dtype}")
+        if height is not None and np.shape(height) != mask.shape:
+            raise ValueError(f"{where}: height shape {np.shape(height)} does not match the mask shape {mask.shape}")
         bad = (mask != IGNORE_INDEX) & ((mask < 0) | (mask >= len(self.classes)))
         if bad.any():
             value = int(mask[bad].flat[0])
@@ -211,6 +219,11 @@ class PreparedWriter:
         mask_rel = f"masks/{sub}/{stem}.tif"
         write_raster(self.tmp_dir / image_rel, image, crs=crs, transform=transform)
         write_raster(self.tmp_dir / mask_rel, mask.astype(np.uint8), crs=crs, transform=transform)
+        height_rel = ""
+        if height is not None:
+            height_rel = f"heights/{sub}/{stem}.tif"
+            write_raster(self.tmp_dir / height_rel, np.asarray(height, dtype=np.float32), crs=crs,
+                         transform=transform, nodata=float("nan"))
 
         # State changes only after the tile is valid and written.
         self._sensors.setdefault(domain, sensor)
@@ -230,6 +243,7 @@ class PreparedWriter:
                 "source_file": str(source_file),
                 "row": int(row),
                 "col": int(col),
+                HEIGHT_COLUMN: height_rel,
             }
         )
 
@@ -272,8 +286,10 @@ class PreparedWriter:
             if key in info:
                 raise ValueError(f"{self.out_dir}: extra key {key!r} collides with a dataset.yaml key")
             info[key] = value
+        with_height = any(r[HEIGHT_COLUMN] for r in self._rows)
+        columns = MANIFEST_COLUMNS + ((HEIGHT_COLUMN,) if with_height else ())
         with open(self.tmp_dir / "manifest.csv", "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
+            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(self._rows)
         with open(self.tmp_dir / "dataset.yaml", "w", encoding="utf-8") as f:
@@ -368,17 +384,19 @@ def load_dataset_info(root: str | Path) -> DatasetInfo:
 
 
 def read_manifest(root: str | Path) -> list[dict[str, Any]]:
-    """The rows of ``root/manifest.csv`` as dicts (``row``/``col`` as int)."""
+    """The rows of ``root/manifest.csv`` as dicts (``row``/``col`` as int; ``height`` "" when absent)."""
     path = Path(root) / "manifest.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {root} is not a prepared dataset")
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
-            raise ValueError(f"{path}: columns {reader.fieldnames}, expected {list(MANIFEST_COLUMNS)}")
+        if tuple(reader.fieldnames or ()) not in (MANIFEST_COLUMNS, MANIFEST_COLUMNS + (HEIGHT_COLUMN,)):
+            raise ValueError(f"{path}: columns {reader.fieldnames}, expected {list(MANIFEST_COLUMNS)} "
+                             f"(optionally followed by {HEIGHT_COLUMN!r})")
         rows = []
         for r in reader:
             r["row"], r["col"] = int(r["row"]), int(r["col"])
+            r.setdefault(HEIGHT_COLUMN, "")
             rows.append(r)
     return rows
 
@@ -389,7 +407,8 @@ class PreparedDataset(torch.utils.data.Dataset):
     Each sample: ``image`` float32 tensor C×H×W normalised as ``(x - mean) / std`` with the training-split
     statistics of ``dataset.yaml`` (computed in float32); ``mask`` int64 tensor H×W (255 = ignore);
     ``wavelengths`` float32 tensor (C,) of band centres in µm from the sensor registry; ``domain`` str; ``meta``
-    ``{"image": absolute path, "sensor": key, "row": int, "col": int}``. ``transform`` (a callable on the sample
+    ``{"image": absolute path, "sensor": key, "row": int, "col": int}``; ``height`` float32 tensor H×W in metres
+    (NaN = no data), only for tiles with a height layer. ``transform`` (a callable on the sample
     dict) runs after normalisation. ``cache=True`` keeps decoded, normalised tiles in memory.
 
     ``split`` (a name or a list of names) and ``domains`` (a list) filter the manifest; ``None`` keeps all. An
@@ -422,6 +441,7 @@ class PreparedDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.cache = cache
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._heights: dict[int, np.ndarray] = {}
         self._mean = np.asarray(self.info.mean, dtype=np.float32)
         std = np.asarray(self.info.std, dtype=np.float32)
         self._std = np.where(std > 0, std, np.float32(1.0)).astype(np.float32)
@@ -478,6 +498,17 @@ class PreparedDataset(torch.utils.data.Dataset):
                 "col": r["col"],
             },
         }
+        if r[HEIGHT_COLUMN]:
+            sample["height"] = torch.from_numpy(self._height(index))
         if self.transform is not None:
             sample = self.transform(sample)
         return sample
+
+    def _height(self, index: int) -> np.ndarray:
+        """The H×W float32 height layer (metres) of tile ``index`` (cached with ``cache=True``)."""
+        if index in self._heights:
+            return self._heights[index].copy()
+        height = read_raster(self.root / self.rows[index][HEIGHT_COLUMN], squeeze=True).astype(np.float32)
+        if self.cache:
+            self._heights[index] = height
+        return height.copy()

@@ -36,6 +36,12 @@ How a tile is made
    additive Gaussian noise (in DN), rounding and clipping to the sensor's bit depth (:data:`RADIOMETRY`).
    Tiles therefore keep the pixel count and label grid of the scene; the geotransform written with each tile uses
    the sensor's nominal GSD as pixel size, so it is plausible metadata rather than an exact ground footprint.
+4. **Heights** (:func:`make_heights`): terrain (smooth relief of 0–20 m), flat water at the level of its lowest
+   shore, roads and bare soil at ground level, crops 0.1–1.5 m, flat-roofed buildings 3–40 m and tree canopies
+   5–25 m. Written as the optional ``heights/`` layer of the prepared format (float32 metres above the tile's
+   lowest ground point; NaN on the no-data border). They are drawn after every draw of the image and the mask, so
+   adding them left the benchmark's pixels unchanged (generator version 1). The benchmark's images carry no shadows
+   or shading; the pretraining corpus (:mod:`rsmoe.pretrain.corpus`) renders both.
 
 All randomness comes from ``numpy.random.default_rng`` seeded per tile from ``(seed, dataset, domain, split,
 index)``: the same seed gives identical pixels, another seed different ones. CRS: EPSG:32650 (UTM 50N).
@@ -55,7 +61,7 @@ from rasterio.transform import Affine
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from rsmoe.data.prepared import PreparedWriter
+from rsmoe.data.prepared import IGNORE_INDEX, PreparedWriter
 from rsmoe.sensors import Sensor, get_sensor
 
 GENERATOR_VERSION = 1
@@ -524,6 +530,70 @@ def make_scene(rng: np.random.Generator, size: int, region: Region, grid_um: np.
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Heights
+# --------------------------------------------------------------------------------------------------------------
+
+BUILDING_HEIGHT_M = (3.0, 40.0)
+TREE_HEIGHT_M = (5.0, 25.0)
+RELIEF_M = (0.0, 20.0)
+"""Ranges (metres) of building heights, tree heights and the terrain relief of one tile."""
+
+
+@dataclass
+class HeightField:
+    """Heights of a scene in metres above the tile's lowest ground point (float64, H×W each): ``ground`` is the
+    terrain (flat under each water body, at the level of its lowest shore), ``surface`` the terrain plus what stands
+    on it (buildings with flat roofs, tree canopies, crops)."""
+
+    ground: np.ndarray
+    surface: np.ndarray
+
+
+def make_heights(rng: np.random.Generator, labels: np.ndarray, objects: np.ndarray) -> HeightField:
+    """Draw the height field of a scene from its class and object maps (H×W).
+
+    Terrain: smooth noise at a third of the tile, scaled to a relief drawn from :data:`RELIEF_M`. Water: flat at
+    the lowest terrain of each water object. Roads, bare soil and grass: at ground level (grass +0.1 m). Crops:
+    0.1–1.5 m per parcel. Buildings: flat roofs, 3 m per floor (1 + a geometric number of floors, p = 0.3) plus
+    0–1.5 m, clipped to :data:`BUILDING_HEIGHT_M`, on the mean terrain of their footprint. Trees: a canopy mean of
+    8–22 m per forest object with ±2.5 m crown texture, clipped to :data:`TREE_HEIGHT_M`. The draws are a fixed
+    number per tile (per object, not per class), so a tile's heights never shift another layer's random stream.
+    """
+    shape = labels.shape
+    n_obj = int(objects.max()) + 1
+    obj_cls = np.zeros(n_obj, dtype=np.int64)
+    obj_cls[objects.ravel()] = labels.ravel()
+    relief = rng.uniform(*RELIEF_M)
+    terrain = smooth_noise(rng, shape, max(shape) / 3.0)
+    span = terrain.max() - terrain.min()
+    ground = relief * (terrain - terrain.min()) / (span if span > 0 else 1.0)
+    floors = 1 + rng.geometric(0.3, n_obj)
+    building = np.clip(3.0 * floors + rng.uniform(0.0, 1.5, n_obj), *BUILDING_HEIGHT_M)
+    canopy = rng.uniform(8.0, 22.0, n_obj)
+    crop = rng.uniform(0.1, 1.5, n_obj)
+    crowns = 2.5 * smooth_noise(rng, shape, 1.0)
+
+    index = objects.ravel()
+    count = np.bincount(index, minlength=n_obj).astype(np.float64)
+    mean_ground = np.bincount(index, weights=ground.ravel(), minlength=n_obj) / np.maximum(count, 1.0)
+    lowest = np.full(n_obj, np.inf)
+    np.minimum.at(lowest, index, ground.ravel())
+    water = labels == WATER
+    ground = np.where(water, lowest[objects], ground)
+    built = labels == BUILT
+    ground = np.where(built, mean_ground[objects], ground)
+
+    above = np.zeros(shape)
+    above[built] = building[objects[built]]
+    forest = labels == FOREST
+    above[forest] = np.clip(canopy[objects[forest]] + crowns[forest], *TREE_HEIGHT_M)
+    crops = labels == CROPLAND
+    above[crops] = crop[objects[crops]]
+    above[labels == GRASSLAND] = 0.1
+    return HeightField(ground=ground, surface=ground + above)
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Sensors
 # --------------------------------------------------------------------------------------------------------------
 
@@ -623,6 +693,16 @@ def render_tile(
     seed: int, dataset: str, domain: str, split: str, index: int, tile: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Image and mask of one benchmark tile, from its own seeded generator (independent of other tiles)."""
+    image, mask, _ = render_tile_layers(seed, dataset, domain, split, index, tile)
+    return image, mask
+
+
+def render_tile_layers(
+    seed: int, dataset: str, domain: str, split: str, index: int, tile: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image (C×H×W), mask (H×W) and surface height (H×W float32 metres, NaN on the no-data border) of one
+    benchmark tile. The heights are drawn after every draw the image and mask use, so adding them left the
+    benchmark's pixels unchanged."""
     spec = DATASETS[dataset]
     domain_names = list(spec["domains"])
     sensor, region, _ = spec["domains"][domain]
@@ -634,7 +714,9 @@ def render_tile(
     mask = scene.labels.copy()
     if rng.random() < NODATA_TILE_FRACTION:
         _add_nodata_border(rng, image, mask)
-    return image, mask
+    height = make_heights(rng, scene.labels, scene.objects).surface.astype(np.float32)
+    height[mask == IGNORE_INDEX] = np.nan
+    return image, mask, height
 
 
 def _params(dataset: str, seed: int, tile: int, tiles: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
@@ -646,6 +728,7 @@ def _params(dataset: str, seed: int, tile: int, tiles: Mapping[str, Mapping[str,
         "ref_gsd_m": float(spec["ref_gsd_m"]),
         "tiles": {d: {s: int(n) for s, n in tiles[d].items()} for d in spec["domains"]},
         "regions": {d: v[1] for d, v in spec["domains"].items()},
+        "layers": ["height"],
     }
 
 
@@ -712,12 +795,12 @@ def synthesize(
                     x0 = 300000.0 + 100000.0 * dom_index + 25000.0 * SPLIT_CODES[split]
                     y0 = 3500000.0 - 200000.0 * ds_index
                     for i in range(count):
-                        image, mask = render_tile(seed, name, domain, split, i, tile)
+                        image, mask, height = render_tile_layers(seed, name, domain, split, i, tile)
                         row, col = (i // TILES_PER_ROW) * tile, (i % TILES_PER_ROW) * tile
                         transform = Affine(gsd, 0.0, x0 + col * gsd, 0.0, -gsd, y0 - row * gsd)
                         writer.add_tile(image, mask, domain, split, sensor,
                                         source_file=f"synthetic_{domain}_{split}.tif", row=row, col=col,
-                                        crs=crs, transform=transform)
+                                        crs=crs, transform=transform, height=height)
                         bar.update(1)
         bar.close()
     return result
@@ -726,6 +809,7 @@ def synthesize(
 __all__ = [
     "CLASSES", "PALETTE", "GRID_UM", "REGIONS", "RADIOMETRY", "DATASETS", "Region", "Radiometry", "Scene",
     "class_spectra", "band_responses", "psf_sigma", "make_labels", "make_scene", "render_reflectance",
-    "render_scene", "render_sensors", "to_reflectance", "render_tile", "default_tiles", "synthesize",
-    "get_radiometry",
+    "render_scene", "render_sensors", "to_reflectance", "render_tile", "render_tile_layers", "default_tiles",
+    "synthesize", "get_radiometry", "smooth_noise", "LabelCanvas", "HeightField", "make_heights",
+    "BUILDING_HEIGHT_M", "TREE_HEIGHT_M", "RELIEF_M",
 ]
