@@ -1,4 +1,4 @@
-"""The `rsmoe` command: demo, synth, train, eval, params, predict."""
+"""The `rsmoe` command: demo, synth, train, eval, params, predict, pretrain."""
 from __future__ import annotations
 
 import argparse
@@ -144,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sweep_arguments(p)
     p.set_defaults(func=run_sweep_from_args)
+
+    p = sub.add_parser("pretrain", help="reproduce the shipped pretrained backbone / depth / CLIP models")
+    from .pretrain.cli import add_pretrain_arguments, run_pretrain_from_args
+
+    add_pretrain_arguments(p)
+    p.set_defaults(func=run_pretrain_from_args)
 
     p = sub.add_parser("predict", help="map whole GeoTIFF scenes with a checkpoint")
     try:

@@ -35,7 +35,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from rsmoe.data.synthetic import GRID_UM, Region, make_heights, make_scene
+from rsmoe.data.synthetic import GRID_UM, HeightField, Region, Scene, make_heights, make_scene
 
 CORPUS_CODE = 1000
 """Second word of every corpus key (benchmark keys hold a dataset index, 0 or 1, there)."""
@@ -43,7 +43,7 @@ ACQUISITION_TILES = 16
 """Tiles per acquisition: one camera, normalised with one set of band statistics."""
 VISIBLE_LIMIT_UM = 0.700
 """No band response beyond this wavelength (µm)."""
-_SENSOR_PART, _TILE_PART = 0, 1
+_SENSOR_PART, _TILE_PART, _SECOND_SENSOR_PART = 0, 1, 2
 _CENTRES_UM = ((0.620, 0.690), (0.525, 0.585), (0.445, 0.515))  # R, G, B centre ranges
 
 
@@ -193,18 +193,17 @@ def terrain_shading(ground: np.ndarray, gsd_m: float, elevation_deg: float, azim
 @dataclass
 class CorpusTile:
     """One rendered tile: ``dn`` (3, H, W) float32 stored values in R, G, B order, ``labels`` (H, W) uint8 class
-    indices, ``height`` (H, W) float32 surface height in metres above the tile's lowest ground point."""
+    indices, ``height`` (H, W) float32 surface height in metres above the tile's lowest ground point; ``dn2`` the
+    same scene through a second camera under its own light (only when asked for)."""
 
     dn: np.ndarray
     labels: np.ndarray
     height: np.ndarray
+    dn2: np.ndarray | None = None
 
 
-def render_corpus_tile(rng: np.random.Generator, sensor: CorpusSensor, size: int = 64) -> CorpusTile:
-    """Draw a region, a scene, its heights and its light from ``rng`` and render it with ``sensor``."""
-    region = random_region(rng)
-    scene = make_scene(rng, size, region)
-    heights = make_heights(rng, scene.labels, scene.objects)
+def render_view(rng: np.random.Generator, scene: Scene, heights: HeightField, sensor: CorpusSensor) -> np.ndarray:
+    """Draw the light and render ``scene`` with ``sensor``: (3, H, W) float32 stored values."""
     light = random_illumination(rng)
     refl = scene.band_reflectance(sensor.responses(scene.grid_um)) * light.factor
     if light.sun is not None:
@@ -217,21 +216,35 @@ def render_corpus_tile(rng: np.random.Generator, sensor: CorpusSensor, size: int
         refl = ndimage.gaussian_filter(refl, (0.0, sensor.psf_sigma, sensor.psf_sigma), mode="reflect")
     dn = refl * np.asarray(sensor.gain)[:, None, None] + np.asarray(sensor.offset)[:, None, None]
     dn = dn + rng.standard_normal(dn.shape) * np.asarray(sensor.noise_dn)[:, None, None]
-    dn = np.clip(np.rint(dn), 0.0, 2.0**sensor.bits - 1.0).astype(np.float32)
-    return CorpusTile(dn, scene.labels.copy(), heights.surface.astype(np.float32))
+    return np.clip(np.rint(dn), 0.0, 2.0**sensor.bits - 1.0).astype(np.float32)
+
+
+def render_corpus_tile(rng: np.random.Generator, sensor: CorpusSensor, size: int = 64,
+                       second: CorpusSensor | None = None) -> CorpusTile:
+    """Draw a region, a scene and its heights from ``rng`` and render it with ``sensor`` (and, after every draw of
+    that first view, with ``second``: the first view is the same with or without a second one)."""
+    region = random_region(rng)
+    scene = make_scene(rng, size, region)
+    heights = make_heights(rng, scene.labels, scene.objects)
+    dn = render_view(rng, scene, heights, sensor)
+    dn2 = render_view(rng, scene, heights, second) if second is not None else None
+    return CorpusTile(dn, scene.labels.copy(), heights.surface.astype(np.float32), dn2)
 
 
 @dataclass
 class Corpus:
     """Tiles of consecutive acquisitions: ``images`` (N, 3, H, W) float32 standardised per acquisition and band,
     ``labels`` (N, H, W) uint8, ``heights`` (N, H, W) float32 metres, ``acquisition`` (N,) int64 and the camera
-    of each acquisition in ``sensors``."""
+    of each acquisition in ``sensors``. Paired corpora also hold ``images2``: the same scenes through each
+    acquisition's second camera (``sensors2``), standardised with that camera's statistics."""
 
     images: np.ndarray
     labels: np.ndarray
     heights: np.ndarray
     acquisition: np.ndarray
     sensors: list[CorpusSensor] = field(default_factory=list)
+    images2: np.ndarray | None = None
+    sensors2: list[CorpusSensor] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -246,32 +259,38 @@ def standardise(dn: np.ndarray) -> np.ndarray:
 
 
 def build_corpus(seed: int, acquisitions: int, first_acquisition: int = 0, size: int = 64,
-                 tiles_per_acquisition: int = ACQUISITION_TILES, progress: bool = False) -> Corpus:
+                 tiles_per_acquisition: int = ACQUISITION_TILES, progress: bool = False,
+                 paired: bool = False) -> Corpus:
     """Render acquisitions ``first_acquisition … first_acquisition + acquisitions - 1`` of corpus ``seed``.
 
     Acquisition ``a`` always holds the same tiles whatever range it is built in, so a held-out set is simply a
-    range of acquisitions after the training range (new cameras, new scenes).
+    range of acquisitions after the training range (new cameras, new scenes). ``paired`` also renders every tile
+    through the acquisition's second camera (``images2``); ``images`` stay the same.
     """
     if acquisitions < 1 or tiles_per_acquisition < 2 or size < 16:
         raise ValueError(f"build_corpus: need ≥ 1 acquisition of ≥ 2 tiles of ≥ 16 px, got {acquisitions} × "
                          f"{tiles_per_acquisition} × {size}")
-    images, labels, heights, owner, sensors = [], [], [], [], []
+    images, images2, labels, heights, owner, sensors, sensors2 = [], [], [], [], [], [], []
     bar = tqdm(total=acquisitions * tiles_per_acquisition, desc="corpus", unit="tile", disable=not progress)
     for a in range(first_acquisition, first_acquisition + acquisitions):
         sensor = random_sensor(np.random.default_rng(corpus_key(seed, a, _SENSOR_PART, 0)))
-        tiles = [render_corpus_tile(np.random.default_rng(corpus_key(seed, a, _TILE_PART, i)), sensor, size)
+        second = random_sensor(np.random.default_rng(corpus_key(seed, a, _SECOND_SENSOR_PART, 0))) if paired else None
+        tiles = [render_corpus_tile(np.random.default_rng(corpus_key(seed, a, _TILE_PART, i)), sensor, size, second)
                  for i in range(tiles_per_acquisition)]
         bar.update(len(tiles))
         images.append(standardise(np.stack([t.dn for t in tiles])))
+        if paired:
+            images2.append(standardise(np.stack([t.dn2 for t in tiles])))
+            sensors2.append(second)
         labels.extend(t.labels for t in tiles)
         heights.extend(t.height for t in tiles)
         owner.extend([a] * len(tiles))
         sensors.append(sensor)
     bar.close()
     return Corpus(np.concatenate(images), np.stack(labels), np.stack(heights), np.asarray(owner, dtype=np.int64),
-                  sensors)
+                  sensors, np.concatenate(images2) if paired else None, sensors2)
 
 
 __all__ = ["ACQUISITION_TILES", "CORPUS_CODE", "VISIBLE_LIMIT_UM", "Corpus", "CorpusSensor", "CorpusTile", "Illumination",
            "build_corpus", "cast_shadows", "corpus_key", "random_illumination", "random_region", "random_sensor",
-           "render_corpus_tile", "standardise", "terrain_shading"]
+           "render_corpus_tile", "render_view", "standardise", "terrain_shading"]
