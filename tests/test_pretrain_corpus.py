@@ -84,3 +84,16 @@ def test_terrain_shading_by_hand():
     np.testing.assert_allclose(towards, (s * math.cos(el) + math.sin(el)) / math.sqrt(1 + s * s) / math.sin(el))
     away = C.terrain_shading(ground, gsd, 40.0, 90.0)
     np.testing.assert_allclose(away, (-s * math.cos(el) + math.sin(el)) / math.sqrt(1 + s * s) / math.sin(el))
+
+
+def test_paired_corpus_adds_a_second_camera_without_changing_the_first():
+    single = C.build_corpus(seed=2, acquisitions=1, tiles_per_acquisition=4, size=32)
+    paired = C.build_corpus(seed=2, acquisitions=1, tiles_per_acquisition=4, size=32, paired=True)
+    np.testing.assert_array_equal(paired.images, single.images)
+    np.testing.assert_array_equal(paired.labels, single.labels)
+    assert single.images2 is None and paired.images2.shape == paired.images.shape
+    assert paired.sensors2[0] != paired.sensors[0]
+    # the same ground: both renderings correlate strongly per band, but they are not the same pixels
+    a, b = paired.images.reshape(4, 3, -1), paired.images2.reshape(4, 3, -1)
+    corr = [np.corrcoef(a[i, c], b[i, c])[0, 1] for i in range(4) for c in range(3)]
+    assert min(corr) > 0.5 and not np.allclose(a, b)

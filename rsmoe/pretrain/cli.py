@@ -11,10 +11,10 @@ from typing import Any
 
 #: the shipped recipes (every flag's default); the cards quote them
 RECIPES: dict[str, dict[str, Any]] = {
-    "backbone": dict(method="xsensor", steps=600, batch=32, lr=5e-4, warmup=60, seed=0, corpus_seed=0,
+    "backbone": dict(method="xsensor", steps=550, batch=32, lr=5e-4, warmup=50, seed=0, corpus_seed=0,
                      acquisitions=512),
     "depth": dict(steps=1200, batch=16, lr=1e-3, warmup=100, seed=0, corpus_seed=0, acquisitions=512),
-    "clip": dict(steps=2000, batch=128, lr=5e-4, warmup=100, seed=0, corpus_seed=0, acquisitions=512),
+    "clip": dict(steps=1500, batch=128, lr=5e-4, warmup=100, seed=0, corpus_seed=0, acquisitions=512),
 }
 HELD_OUT_ACQUISITIONS = 16
 
