@@ -14,7 +14,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "backbone": dict(method="xsensor", steps=550, batch=32, lr=5e-4, warmup=50, seed=0, corpus_seed=0,
                      acquisitions=512),
     "depth": dict(steps=1200, batch=16, lr=1e-3, warmup=100, seed=0, corpus_seed=0, acquisitions=512),
-    "clip": dict(steps=1500, batch=128, lr=5e-4, warmup=100, seed=0, corpus_seed=0, acquisitions=512),
+    "clip": dict(steps=1200, batch=64, lr=5e-4, warmup=100, seed=0, corpus_seed=0, acquisitions=512),
 }
 HELD_OUT_ACQUISITIONS = 16
 
