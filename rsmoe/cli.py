@@ -37,6 +37,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
               "rsmoe.sweep:add_sweep_arguments", "rsmoe.sweep:run_sweep_from_args"),
     "study": ("a seeded study: comparisons over several seeds, mean ± std, plots, a Markdown report",
               "rsmoe.study:add_study_arguments", "rsmoe.study:run_study_from_args"),
+    "pretrain": ("reproduce a shipped pretrained model (backbone, depth, clip) from its recipe",
+                 "rsmoe.pretrain.cli:add_pretrain_arguments", "rsmoe.pretrain.cli:run_pretrain_from_args"),
     "predict": ("map whole GeoTIFF scenes with a checkpoint",
                 "rsmoe.predict.cli:add_predict_arguments", "rsmoe.commands:run_predict"),
 }

@@ -4,6 +4,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from rasterio.crs import CRS
 from scipy import ndimage
 
@@ -173,3 +174,74 @@ def test_default_benchmark(tmp_path):
         freq[d] = np.bincount(m[m != 255], minlength=7) / (m != 255).sum()
     assert freq["Region-B"][S.BUILT] > 3 * freq["Region-C"][S.BUILT]
     assert freq["Region-C"][S.FOREST] > 2 * freq["Region-B"][S.FOREST]
+
+
+# Tiles of the version-1 generator, hashed before make_labels was split up and heights were added: the benchmark's
+# pixels must not move unless GENERATOR_VERSION is bumped deliberately.
+V1_TILE_SHA256 = {
+    (0, "multispectral", "GF-2", "train", 0): "efc29f390462923d540c4118d6ef8649d5d4da153d9e6068cdc21283b102100b",
+    (0, "multispectral", "Sentinel-2", "test", 3): "51b0e9d581b1dac4ed5108a0a75502e99271043ae2ae32a0cced2a9ed665fd9a",
+    (1, "hyperspectral", "Region-B", "test", 2): "b449b25ba0a13efcd5df5bd7d127b6493c17f477edce338a332844dfa6f85f37",
+}
+
+
+def test_benchmark_tiles_bit_identical_to_generator_version_1():
+    import hashlib
+
+    assert S.GENERATOR_VERSION == 1
+    for key, digest in V1_TILE_SHA256.items():
+        image, mask, height = S.render_tile_layers(*key, 64)
+        assert hashlib.sha256(image.tobytes() + mask.tobytes()).hexdigest() == digest, key
+        same_image, same_mask = S.render_tile(*key, 64)
+        np.testing.assert_array_equal(same_image, image)
+        np.testing.assert_array_equal(same_mask, mask)
+        assert height.dtype == np.float32 and height.shape == mask.shape
+        assert np.array_equal(np.isnan(height), mask == 255)  # no data exactly on the no-data border
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_heights_follow_the_landscape(seed):
+    rng = np.random.default_rng([seed, 99])
+    labels, objects = S.make_labels(rng, 64, S.REGIONS["Region-B"])
+    field = S.make_heights(rng, labels, objects)
+    above = field.surface - field.ground
+    assert field.ground.min() == pytest.approx(0.0, abs=1e-9) and field.ground.max() <= S.RELIEF_M[1] + 1e-9
+    for obj in np.unique(objects):
+        sel = objects == obj
+        cls = int(labels[sel][0])
+        if cls == S.BUILT:  # flat roof on a flat footprint, 3–40 m high
+            assert np.ptp(field.surface[sel]) < 1e-9 and np.ptp(field.ground[sel]) < 1e-9
+            assert S.BUILDING_HEIGHT_M[0] <= above[sel][0] <= S.BUILDING_HEIGHT_M[1]
+        elif cls == S.WATER:  # flat water at the level of its lowest ground
+            assert np.ptp(field.surface[sel]) < 1e-9 and np.all(above[sel] == 0)
+        elif cls == S.FOREST:
+            assert above[sel].min() >= S.TREE_HEIGHT_M[0] and above[sel].max() <= S.TREE_HEIGHT_M[1]
+    assert np.all(above[labels == S.ROAD] == 0) and np.all(above[labels == S.BARE] == 0)
+    assert np.all((above[labels == S.CROPLAND] > 0) & (above[labels == S.CROPLAND] <= 1.5))
+
+
+def test_prepared_height_layer(tmp_path):
+    from rsmoe.data.prepared import MANIFEST_COLUMNS, PreparedWriter, read_manifest
+
+    root = S.synthesize(tmp_path, seed=0, tile=32, tiles_per_domain=SMALL, show_progress=False,
+                        datasets=["multispectral"])["multispectral"]
+    header = (root / "manifest.csv").read_text().splitlines()[0].split(",")
+    assert header == [*MANIFEST_COLUMNS, "height"]
+    rows = read_manifest(root)
+    ds = PreparedDataset(root, cache=True)
+    for i, row in enumerate(rows):
+        index = (row["row"] // 32) * S.TILES_PER_ROW + row["col"] // 32  # tile i sits at row i // 8, col i % 8
+        image, mask, height = S.render_tile_layers(0, "multispectral", row["domain"], row["split"], index, 32)
+        sample = ds[i]
+        assert sample["height"].dtype == torch.float32 and sample["height"].shape == (32, 32)
+        np.testing.assert_array_equal(sample["height"].numpy(), height)
+        np.testing.assert_array_equal(sample["mask"].numpy(), mask)
+    # A writer given no heights writes the old manifest, and it reads without a height in the samples.
+    with PreparedWriter(tmp_path / "plain", "plain", ["a", "b"], [[0, 0, 0], [9, 9, 9]]) as w:
+        w.add_tile(np.ones((4, 8, 8), np.uint16), np.zeros((8, 8), np.uint8), "GF-2", "train", "GF-2")
+    assert (tmp_path / "plain" / "manifest.csv").read_text().splitlines()[0] == ",".join(MANIFEST_COLUMNS)
+    assert "height" not in PreparedDataset(tmp_path / "plain")[0]
+    with pytest.raises(ValueError, match="height shape"):
+        with PreparedWriter(tmp_path / "bad", "bad", ["a"], [[0, 0, 0]]) as w:
+            w.add_tile(np.ones((4, 8, 8), np.uint16), np.zeros((8, 8), np.uint8), "GF-2", "train", "GF-2",
+                       height=np.zeros((4, 4)))

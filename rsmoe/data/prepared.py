@@ -7,10 +7,14 @@ Layout of a prepared folder ``PREPARED``::
       manifest.csv                       image,mask,domain,split,sensor,source_file,row,col
       images/<domain>/<split>/<stem>.tif C×H×W GeoTIFF (deflate), CRS/transform kept from the source
       masks/<domain>/<split>/<stem>.tif  single-band uint8 GeoTIFF, class index or 255 = ignore
+      heights/<domain>/<split>/<stem>.tif optional: single-band float32 GeoTIFF, height in metres (NaN = no data)
 
 ``manifest.csv`` has one row per tile; ``image`` and ``mask`` are paths relative to ``PREPARED``; ``sensor`` is a key
 of :data:`rsmoe.sensors.SENSORS` (which gives band names and centre wavelengths); ``row``/``col`` are the pixel
-offsets of the tile in ``source_file``.
+offsets of the tile in ``source_file``. An optional last column ``height`` holds the path of the tile's height layer
+(empty for a tile without one); writers add the column only when some tile has a height, and manifests without it
+read as before. Heights are metres above the tile's lowest ground point (the synthetic world writes them, see
+:func:`rsmoe.data.synthetic.make_heights`); training transforms do not crop or flip them.
 
 ``dataset.yaml`` keys: ``name``; ``classes`` (names, index = mask value); ``palette`` (``[r, g, b]`` per class);
 ``ignore_index`` (255); ``sensors`` (``{domain: sensor key}``, one sensor per domain); ``bands`` (``{sensor: number
@@ -42,6 +46,7 @@ from rsmoe.errors import DataError, MissingFileError, one_line
 from rsmoe.sensors import get_sensor
 
 MANIFEST_COLUMNS = ("image", "mask", "domain", "split", "sensor", "source_file", "row", "col")
+HEIGHT_COLUMN = "height"  # optional manifest column after MANIFEST_COLUMNS: the height layer's path
 IGNORE_INDEX = 255
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
@@ -160,20 +165,30 @@ class PreparedWriter:
         col: int = 0,
         crs: Any = None,
         transform: Any = None,
+        height: np.ndarray | None = None,
     ) -> dict[str, Any]:
-        """Validate one tile (image C×H×W, mask H×W) and write it as two GeoTIFFs; returns its manifest row."""
+        """Validate one tile (image C×H×W, mask H×W, optional ``height`` H×W in metres) and write it as GeoTIFFs;
+        returns its manifest row."""
         if self._closed:
             raise RuntimeError(f"{self.out_dir}: writer is closed")
         where = f"tile {source_file or '<no source file>'} (row {row}, col {col}, domain {domain}, split {split})"
         image, mask = np.asarray(image), np.asarray(mask)
         self._check_tile(image, mask, domain, split, sensor, where)
+        if height is not None and np.shape(height) != mask.shape:
+            raise DataError(f"{where}: height shape {np.shape(height)} does not match the mask shape {mask.shape}")
         image_rel, mask_rel = self._tile_paths(domain, split, source_file, row, col)
         write_raster(self.tmp_dir / image_rel, image, crs=crs, transform=transform)
         write_raster(self.tmp_dir / mask_rel, mask.astype(np.uint8), crs=crs, transform=transform)
+        height_rel = ""
+        if height is not None:
+            height_rel = image_rel.replace("images/", "heights/", 1)
+            write_raster(self.tmp_dir / height_rel, np.asarray(height, dtype=np.float32), crs=crs,
+                         transform=transform, nodata=float("nan"))
         # State changes only after the tile is valid and written.
         self._record(image, domain, split, sensor)
         self._rows.append({"image": image_rel, "mask": mask_rel, "domain": domain, "split": split, "sensor": sensor,
-                           "source_file": str(source_file), "row": int(row), "col": int(col)})
+                           "source_file": str(source_file), "row": int(row), "col": int(col),
+                           HEIGHT_COLUMN: height_rel})
         return dict(self._rows[-1])
 
     def _check_tile(self, image: np.ndarray, mask: np.ndarray, domain: str, split: str, sensor: str,
@@ -270,7 +285,9 @@ class PreparedWriter:
                 raise DataError(f"{self.out_dir}: extra key {key!r} collides with a dataset.yaml key")
             info[key] = value
         with open(self.tmp_dir / "manifest.csv", "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
+            with_height = any(r[HEIGHT_COLUMN] for r in self._rows)
+            writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS + ((HEIGHT_COLUMN,) if with_height else ()),
+                                    extrasaction="ignore")
             writer.writeheader()
             writer.writerows(self._rows)
         with open(self.tmp_dir / "dataset.yaml", "w", encoding="utf-8") as f:
@@ -374,15 +391,16 @@ def load_dataset_info(root: str | Path) -> DatasetInfo:
 
 
 def read_manifest(root: str | Path) -> list[dict[str, Any]]:
-    """The rows of ``root/manifest.csv`` as dicts (``row``/``col`` as int); a malformed row is a one-line
+    """The rows of ``root/manifest.csv`` as dicts (``row``/``col`` as int; ``height`` "" when absent); a malformed row is a one-line
     :class:`DataError` naming its line."""
     path = Path(root) / "manifest.csv"
     if not path.is_file():
         raise MissingFileError(f"{path} not found: {root} is not a prepared dataset")
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
-            raise DataError(f"{path}: columns {reader.fieldnames}, expected {list(MANIFEST_COLUMNS)}")
+        if tuple(reader.fieldnames or ()) not in (MANIFEST_COLUMNS, MANIFEST_COLUMNS + (HEIGHT_COLUMN,)):
+            raise DataError(f"{path}: columns {reader.fieldnames}, expected {list(MANIFEST_COLUMNS)} (optionally "
+                            f"followed by {HEIGHT_COLUMN!r})")
         rows = [_manifest_row(r, path, reader.line_num) for r in reader]
     return rows
 
@@ -395,6 +413,7 @@ def _manifest_row(r: dict[str, Any], path: Path, line: int) -> dict[str, Any]:
         r["row"], r["col"] = int(r["row"]), int(r["col"])
     except ValueError:
         raise DataError(f"{path}, line {line}: row/col must be integers, got {r['row']!r}, {r['col']!r}") from None
+    r[HEIGHT_COLUMN] = r.get(HEIGHT_COLUMN) or ""
     return r
 
 
@@ -416,7 +435,8 @@ class PreparedDataset(torch.utils.data.Dataset):
     last step before padding in every pipeline); ``mask`` int64 tensor H×W (255 = ignore);
     ``wavelengths`` float32 tensor (C,) of band centres in µm from the sensor registry; ``domain`` str; ``meta``
     ``{"image": absolute path, "tile": manifest path of the image (relative to the folder; the key of caption stores),
-    "sensor": key, "row": int, "col": int}``. ``transform`` (a callable on the sample dict) runs on every sample.
+    "sensor": key, "row": int, "col": int}``; ``height`` float32 tensor H×W in metres (NaN = no data), only for tiles
+    with a height layer. ``transform`` (a callable on the sample dict) runs on every sample.
     ``cache=True`` keeps decoded tiles in memory.
 
     ``split`` (a name or a list of names) and ``domains`` (a list) filter the manifest; ``None`` keeps all. An
@@ -449,6 +469,7 @@ class PreparedDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.cache = cache
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._heights: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -511,6 +532,17 @@ class PreparedDataset(torch.utils.data.Dataset):
                 "col": r["col"],
             },
         }
+        if r[HEIGHT_COLUMN]:
+            sample["height"] = torch.from_numpy(self._height(index))
         if self.transform is not None:
             sample = self.transform(sample)
         return sample
+
+    def _height(self, index: int) -> np.ndarray:
+        """The H×W float32 height layer (metres) of tile ``index`` (cached with ``cache=True``)."""
+        if index in self._heights:
+            return self._heights[index].copy()
+        height = read_tile(self.root / self.rows[index][HEIGHT_COLUMN], "height")[0].astype(np.float32)
+        if self.cache:
+            self._heights[index] = height
+        return height.copy()

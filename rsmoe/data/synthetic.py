@@ -36,6 +36,12 @@ How a tile is made
    additive Gaussian noise (in DN), rounding and clipping to the sensor's bit depth (:data:`RADIOMETRY`).
    Tiles therefore keep the pixel count and label grid of the scene; the geotransform written with each tile uses
    the sensor's nominal GSD as pixel size, so it is plausible metadata rather than an exact ground footprint.
+4. **Heights** (:func:`make_heights`): terrain (smooth relief of 0–20 m), flat water at the level of its lowest
+   shore, roads and bare soil at ground level, crops 0.1–1.5 m, flat-roofed buildings 3–40 m and tree canopies
+   5–25 m. Written as the optional ``heights/`` layer of the prepared format (float32 metres above the tile's
+   lowest ground point; NaN on the no-data border). They are drawn after every draw of the image and the mask, so
+   adding them left the benchmark's pixels unchanged (generator version 1). The benchmark's images carry no shadows
+   or shading; the pretraining corpus (:mod:`rsmoe.pretrain.corpus`) renders both.
 
 All randomness comes from ``numpy.random.default_rng`` seeded per tile from ``(seed, dataset, domain, split,
 index)``: the same seed gives identical pixels, another seed different ones. CRS: EPSG:32650 (UTM 50N).
@@ -55,7 +61,7 @@ from rasterio.transform import Affine
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from rsmoe.data.prepared import PreparedWriter
+from rsmoe.data.prepared import IGNORE_INDEX, PreparedWriter
 from rsmoe.sensors import Sensor, get_sensor
 
 GENERATOR_VERSION = 1
@@ -282,22 +288,64 @@ def psf_sigma(sensor: Sensor | str, ref_gsd_m: float) -> float:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """Zero-mean, unit-std Gaussian-filtered white noise of ``shape`` (correlation length ``sigma`` pixels, wrapped)."""
     n = ndimage.gaussian_filter(rng.standard_normal(shape), max(sigma, 0.3), mode="wrap")
     n -= n.mean()
     return n / (n.std() + 1e-12)
 
 
-def make_labels(rng: np.random.Generator, size: int, region: Region) -> tuple[np.ndarray, np.ndarray]:
-    """A ``size``×``size`` land-cover map (uint8 class indices) and an object-id map (int32, 0..n-1)."""
-    h = w = int(size)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    theta = rng.uniform(0.0, math.pi)
-    cos_t, sin_t = math.cos(theta), math.sin(theta)
-    u = xx * cos_t + yy * sin_t
-    v = -xx * sin_t + yy * cos_t
+@dataclass
+class LabelCanvas:
+    """The label map under construction: pixel grid, the rotated parcel-grid axes ``u``/``v`` (pixels, angle
+    ``theta``), class indices ``labels`` (uint8) and object ids ``objects`` (int32, not yet compacted)."""
 
-    # 1. Parcels: rows of a rotated grid, each row with its own parcel width and phase.
+    size: int
+    theta: float
+    xx: np.ndarray
+    yy: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    labels: np.ndarray | None = None
+    objects: np.ndarray | None = None
+    next_id: int = 0
+
+    @classmethod
+    def start(cls, rng: np.random.Generator, size: int) -> "LabelCanvas":
+        """A blank ``size``×``size`` canvas whose parcel grid is rotated by a random angle in [0, π)."""
+        h = w = int(size)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+        theta = rng.uniform(0.0, math.pi)
+        cos_t, sin_t = math.cos(theta), math.sin(theta)
+        return cls(int(size), theta, xx, yy, xx * cos_t + yy * sin_t, -xx * sin_t + yy * cos_t)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.size, self.size)
+
+    def paint(self, mask: np.ndarray, cls: int, components: bool = True) -> None:
+        """Set ``mask`` to class ``cls``; its pixels get new object ids (one per connected component, or one in
+        all with ``components=False``)."""
+        if not mask.any():
+            return
+        self.labels[mask] = cls
+        if components:
+            comp, n = ndimage.label(mask)
+            self.objects[mask] = comp[mask] - 1 + self.next_id
+            self.next_id += n
+        else:
+            self.objects[mask] = self.next_id
+            self.next_id += 1
+
+    def compact_objects(self) -> np.ndarray:
+        """Object ids renumbered 0..n-1 in increasing order of the raw ids (int32, H×W)."""
+        _, compact = np.unique(self.objects, return_inverse=True)
+        return compact.reshape(self.shape).astype(np.int32)
+
+
+def _parcels(rng: np.random.Generator, canvas: LabelCanvas, region: Region) -> None:
+    """Rows of a rotated grid of agricultural parcels, each row with its own parcel width and phase."""
+    u, v = canvas.u, canvas.v
     pw = region.parcel_px * rng.uniform(0.75, 1.3)
     ph = pw * rng.uniform(0.35, 0.9)
     vrow = np.floor((v - v.min() + rng.uniform(0.0, ph)) / ph).astype(np.int64)
@@ -306,48 +354,43 @@ def make_labels(rng: np.random.Generator, size: int, region: Region) -> tuple[np
     phases = rng.uniform(0.0, pw, nrows)
     ucol = np.floor((u - u.min() + phases[vrow]) / widths[vrow]).astype(np.int64)
     _, parcel = np.unique(vrow * 100000 + ucol, return_inverse=True)
-    parcel = parcel.reshape(h, w)
+    parcel = parcel.reshape(canvas.shape)
     parcel_cls = rng.choice(np.array([CROPLAND, GRASSLAND, BARE, FOREST]), size=int(parcel.max()) + 1,
                             p=np.asarray(region.parcel_prior) / sum(region.parcel_prior))
-    labels = parcel_cls[parcel].astype(np.uint8)
-    objects = parcel.astype(np.int32)
-    next_id = int(objects.max()) + 1
+    canvas.labels = parcel_cls[parcel].astype(np.uint8)
+    canvas.objects = parcel.astype(np.int32)
+    canvas.next_id = int(canvas.objects.max()) + 1
 
-    def paint(mask: np.ndarray, cls: int, components: bool = True) -> None:
-        nonlocal next_id
-        if not mask.any():
-            return
-        labels[mask] = cls
-        if components:
-            comp, n = ndimage.label(mask)
-            objects[mask] = comp[mask] - 1 + next_id
-            next_id += n
-        else:
-            objects[mask] = next_id
-            next_id += 1
 
-    # 2. Urban zone (lawns / vacant lots between buildings, a street grid, buildings later).
-    urban = np.zeros((h, w), dtype=bool)
+def _urban_zone(rng: np.random.Generator, canvas: LabelCanvas, region: Region) -> np.ndarray:
+    """Urban zone (lawns / vacant lots between the buildings to come) painted; returns its mask."""
+    urban = np.zeros(canvas.shape, dtype=bool)
     if rng.random() < region.urban_prob:
         frac = float(np.clip(region.urban_frac * rng.uniform(0.5, 1.5), 0.05, 0.95))
-        n = _smooth_noise(rng, (h, w), size / 4.0)
+        n = smooth_noise(rng, canvas.shape, canvas.size / 4.0)
         urban = n > np.quantile(n, 1.0 - frac)
-        paint(urban, GRASSLAND if rng.random() < 0.6 else BARE)
+        canvas.paint(urban, GRASSLAND if rng.random() < 0.6 else BARE)
+    return urban
 
-    # 3. Forest patches: thresholded smooth noise outside the urban zone.
+
+def _forest_patches(rng: np.random.Generator, canvas: LabelCanvas, region: Region, urban: np.ndarray) -> None:
+    """Forest patches: thresholded smooth noise outside the urban zone."""
     if rng.random() < region.forest_prob:
         frac = float(np.clip(region.forest_frac * rng.uniform(0.4, 1.6), 0.02, 0.9))
-        n = _smooth_noise(rng, (h, w), region.forest_scale * rng.uniform(0.8, 1.25))
-        paint((n > np.quantile(n, 1.0 - frac)) & ~urban, FOREST)
+        n = smooth_noise(rng, canvas.shape, region.forest_scale * rng.uniform(0.8, 1.25))
+        canvas.paint((n > np.quantile(n, 1.0 - frac)) & ~urban, FOREST)
 
-    # 4. Water: a smooth blob (lake, pond) or a meandering river.
-    water = np.zeros((h, w), dtype=bool)
+
+def _water(rng: np.random.Generator, canvas: LabelCanvas, region: Region) -> np.ndarray:
+    """A smooth blob (lake, pond) or a meandering river, painted; returns the water mask."""
+    xx, yy, size = canvas.xx, canvas.yy, canvas.size
+    water = np.zeros(canvas.shape, dtype=bool)
     if rng.random() < region.water_prob:
         if rng.random() < 0.6:
             frac = float(np.clip(region.water_frac * rng.uniform(0.4, 1.8), 0.02, 0.6))
-            cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+            cy, cx = rng.uniform(0, size), rng.uniform(0, size)
             bump = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2.0 * (size / 3.0) ** 2))
-            n = _smooth_noise(rng, (h, w), region.water_scale) + 3.0 * bump
+            n = smooth_noise(rng, canvas.shape, region.water_scale) + 3.0 * bump
             water = n > np.quantile(n, 1.0 - frac)
         else:
             phi = rng.uniform(0.0, math.pi)
@@ -357,49 +400,73 @@ def make_labels(rng: np.random.Generator, size: int, region: Region) -> tuple[np
             amp, period = rng.uniform(2.0, size / 6.0), rng.uniform(size / 2.0, 1.5 * size)
             course = centre + amp * np.sin(2.0 * math.pi * a / period + rng.uniform(0, 2 * math.pi))
             water = np.abs(b - course) < rng.uniform(1.5, max(2.0, region.water_scale / 2.0))
-        paint(water, WATER)
+        canvas.paint(water, WATER)
+    return water
 
-    # 5. Roads: straight roads (mostly along the parcel grid) and the urban street grid.
-    road = np.zeros((h, w), dtype=bool)
+
+def _roads(rng: np.random.Generator, canvas: LabelCanvas, region: Region, urban: np.ndarray,
+           water: np.ndarray) -> np.ndarray:
+    """Straight roads (mostly along the parcel grid) and the urban street grid, painted; returns the road mask."""
+    xx, yy, theta = canvas.xx, canvas.yy, canvas.theta
+    road = np.zeros(canvas.shape, dtype=bool)
     for _ in range(int(rng.poisson(region.roads_mean))):
         if rng.random() < 0.7:
             ang = theta + (0.0 if rng.random() < 0.5 else math.pi / 2)
         else:
             ang = rng.uniform(0.0, math.pi)
-        py, px = rng.uniform(0, h), rng.uniform(0, w)
+        py, px = rng.uniform(0, canvas.size), rng.uniform(0, canvas.size)
         dist = np.abs(-(xx - px) * math.sin(ang) + (yy - py) * math.cos(ang))
         line = dist < rng.choice([0.6, 1.0, 1.0, 1.5])
         road |= line
-        paint(line, ROAD, components=False)
+        canvas.paint(line, ROAD, components=False)
     if urban.any():
         block = rng.uniform(12.0, 20.0)
         width = rng.choice([1.0, 1.5, 2.0])
-        grid = ((np.mod(u + rng.uniform(0, block), block) < width) | (np.mod(v + rng.uniform(0, block), block) < width))
+        grid = ((np.mod(canvas.u + rng.uniform(0, block), block) < width)
+                | (np.mod(canvas.v + rng.uniform(0, block), block) < width))
         streets = grid & urban & ~water
         road |= streets
-        paint(streets, ROAD, components=False)
+        canvas.paint(streets, ROAD, components=False)
+    return road
 
-    # 6. Buildings: rectangles aligned with the street grid, in the urban zone, not touching each other.
-    if urban.any():
-        free = urban & ~road & ~water
-        built = np.zeros((h, w), dtype=bool)
-        n_build = int(region.building_density * free.sum() / 25.0)
-        candidates = np.flatnonzero(free)
-        for _ in range(n_build):
-            if candidates.size == 0:
-                break
-            k = candidates[rng.integers(candidates.size)]
-            cy, cx = divmod(int(k), w)
-            uc, vc = u[cy, cx], v[cy, cx]
-            bw, bh = rng.uniform(2.5, 8.0), rng.uniform(2.5, 6.0)
-            rect = (np.abs(u - uc) < bw / 2) & (np.abs(v - vc) < bh / 2) & free
-            if not rect.any() or (ndimage.binary_dilation(rect) & built).any():
-                continue
-            built |= rect
-            paint(rect, BUILT, components=False)
 
-    _, compact = np.unique(objects, return_inverse=True)
-    return labels, compact.reshape(h, w).astype(np.int32)
+def _buildings(rng: np.random.Generator, canvas: LabelCanvas, region: Region, urban: np.ndarray,
+               road: np.ndarray, water: np.ndarray) -> None:
+    """Rectangular buildings aligned with the street grid, in the urban zone, not touching each other."""
+    if not urban.any():
+        return
+    u, v = canvas.u, canvas.v
+    free = urban & ~road & ~water
+    built = np.zeros(canvas.shape, dtype=bool)
+    n_build = int(region.building_density * free.sum() / 25.0)
+    candidates = np.flatnonzero(free)
+    for _ in range(n_build):
+        if candidates.size == 0:
+            break
+        k = candidates[rng.integers(candidates.size)]
+        cy, cx = divmod(int(k), canvas.size)
+        uc, vc = u[cy, cx], v[cy, cx]
+        bw, bh = rng.uniform(2.5, 8.0), rng.uniform(2.5, 6.0)
+        rect = (np.abs(u - uc) < bw / 2) & (np.abs(v - vc) < bh / 2) & free
+        if not rect.any() or (ndimage.binary_dilation(rect) & built).any():
+            continue
+        built |= rect
+        canvas.paint(rect, BUILT, components=False)
+
+
+def make_labels(rng: np.random.Generator, size: int, region: Region) -> tuple[np.ndarray, np.ndarray]:
+    """A ``size``×``size`` land-cover map (uint8 class indices) and an object-id map (int32, 0..n-1).
+
+    Layers, each painted over the previous ones: parcels, the urban zone, forest patches, water, roads, buildings.
+    """
+    canvas = LabelCanvas.start(rng, size)
+    _parcels(rng, canvas, region)
+    urban = _urban_zone(rng, canvas, region)
+    _forest_patches(rng, canvas, region, urban)
+    water = _water(rng, canvas, region)
+    road = _roads(rng, canvas, region, urban, water)
+    _buildings(rng, canvas, region, urban, road, water)
+    return canvas.labels, canvas.compact_objects()
 
 
 @dataclass
@@ -453,13 +520,77 @@ def make_scene(rng: np.random.Generator, size: int, region: Region, grid_um: np.
     veg = np.isin(obj_cls, VEGETATION)
     mix0[veg] = np.clip(mix0[veg] + region.dryness, 0.0, 1.0)
     mix_amp = np.array([_VARIABILITY[c][2] for c in range(len(CLASSES))])[labels]
-    mix = np.clip(mix0[objects] + mix_amp * _smooth_noise(rng, labels.shape, 1.5), 0.0, 1.0)
+    mix = np.clip(mix0[objects] + mix_amp * smooth_noise(rng, labels.shape, 1.5), 0.0, 1.0)
 
     tex_amp = np.array([_VARIABILITY[c][3] for c in range(len(CLASSES))])[labels]
-    texture = 1.0 + tex_amp * _smooth_noise(rng, labels.shape, region.texture_scale)
-    texture += 0.02 * _smooth_noise(rng, labels.shape, 0.5)
+    texture = 1.0 + tex_amp * smooth_noise(rng, labels.shape, region.texture_scale)
+    texture += 0.02 * smooth_noise(rng, labels.shape, 0.5)
     texture = np.clip(texture, 0.6, 1.4) * rng.uniform(0.92, 1.08)
     return Scene(labels, objects, main, alt, mix, texture, np.asarray(grid_um, dtype=np.float64))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Heights
+# --------------------------------------------------------------------------------------------------------------
+
+BUILDING_HEIGHT_M = (3.0, 40.0)
+TREE_HEIGHT_M = (5.0, 25.0)
+RELIEF_M = (0.0, 20.0)
+"""Ranges (metres) of building heights, tree heights and the terrain relief of one tile."""
+
+
+@dataclass
+class HeightField:
+    """Heights of a scene in metres above the tile's lowest ground point (float64, H×W each): ``ground`` is the
+    terrain (flat under each water body, at the level of its lowest shore), ``surface`` the terrain plus what stands
+    on it (buildings with flat roofs, tree canopies, crops)."""
+
+    ground: np.ndarray
+    surface: np.ndarray
+
+
+def make_heights(rng: np.random.Generator, labels: np.ndarray, objects: np.ndarray) -> HeightField:
+    """Draw the height field of a scene from its class and object maps (H×W).
+
+    Terrain: smooth noise at a third of the tile, scaled to a relief drawn from :data:`RELIEF_M`. Water: flat at
+    the lowest terrain of each water object. Roads, bare soil and grass: at ground level (grass +0.1 m). Crops:
+    0.1–1.5 m per parcel. Buildings: flat roofs, 3 m per floor (1 + a geometric number of floors, p = 0.3) plus
+    0–1.5 m, clipped to :data:`BUILDING_HEIGHT_M`, on the mean terrain of their footprint. Trees: a canopy mean of
+    8–22 m per forest object with ±2.5 m crown texture, clipped to :data:`TREE_HEIGHT_M`. The draws are a fixed
+    number per tile (per object, not per class), so a tile's heights never shift another layer's random stream.
+    """
+    shape = labels.shape
+    n_obj = int(objects.max()) + 1
+    obj_cls = np.zeros(n_obj, dtype=np.int64)
+    obj_cls[objects.ravel()] = labels.ravel()
+    relief = rng.uniform(*RELIEF_M)
+    terrain = smooth_noise(rng, shape, max(shape) / 3.0)
+    span = terrain.max() - terrain.min()
+    ground = relief * (terrain - terrain.min()) / (span if span > 0 else 1.0)
+    floors = 1 + rng.geometric(0.3, n_obj)
+    building = np.clip(3.0 * floors + rng.uniform(0.0, 1.5, n_obj), *BUILDING_HEIGHT_M)
+    canopy = rng.uniform(8.0, 22.0, n_obj)
+    crop = rng.uniform(0.1, 1.5, n_obj)
+    crowns = 2.5 * smooth_noise(rng, shape, 1.0)
+
+    index = objects.ravel()
+    count = np.bincount(index, minlength=n_obj).astype(np.float64)
+    mean_ground = np.bincount(index, weights=ground.ravel(), minlength=n_obj) / np.maximum(count, 1.0)
+    lowest = np.full(n_obj, np.inf)
+    np.minimum.at(lowest, index, ground.ravel())
+    water = labels == WATER
+    ground = np.where(water, lowest[objects], ground)
+    built = labels == BUILT
+    ground = np.where(built, mean_ground[objects], ground)
+
+    above = np.zeros(shape)
+    above[built] = building[objects[built]]
+    forest = labels == FOREST
+    above[forest] = np.clip(canopy[objects[forest]] + crowns[forest], *TREE_HEIGHT_M)
+    crops = labels == CROPLAND
+    above[crops] = crop[objects[crops]]
+    above[labels == GRASSLAND] = 0.1
+    return HeightField(ground=ground, surface=ground + above)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -562,6 +693,16 @@ def render_tile(
     seed: int, dataset: str, domain: str, split: str, index: int, tile: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Image and mask of one benchmark tile, from its own seeded generator (independent of other tiles)."""
+    image, mask, _ = render_tile_layers(seed, dataset, domain, split, index, tile)
+    return image, mask
+
+
+def render_tile_layers(
+    seed: int, dataset: str, domain: str, split: str, index: int, tile: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image (C×H×W), mask (H×W) and surface height (H×W float32 metres, NaN on the no-data border) of one
+    benchmark tile. The heights are drawn after every draw the image and mask use, so adding them left the
+    benchmark's pixels unchanged."""
     spec = DATASETS[dataset]
     domain_names = list(spec["domains"])
     sensor, region, _ = spec["domains"][domain]
@@ -573,7 +714,9 @@ def render_tile(
     mask = scene.labels.copy()
     if rng.random() < NODATA_TILE_FRACTION:
         _add_nodata_border(rng, image, mask)
-    return image, mask
+    height = make_heights(rng, scene.labels, scene.objects).surface.astype(np.float32)
+    height[mask == IGNORE_INDEX] = np.nan
+    return image, mask, height
 
 
 def _params(dataset: str, seed: int, tile: int, tiles: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
@@ -585,6 +728,7 @@ def _params(dataset: str, seed: int, tile: int, tiles: Mapping[str, Mapping[str,
         "ref_gsd_m": float(spec["ref_gsd_m"]),
         "tiles": {d: {s: int(n) for s, n in tiles[d].items()} for d in spec["domains"]},
         "regions": {d: v[1] for d, v in spec["domains"].items()},
+        "layers": ["height"],
     }
 
 
@@ -651,12 +795,12 @@ def synthesize(
                     x0 = 300000.0 + 100000.0 * dom_index + 25000.0 * SPLIT_CODES[split]
                     y0 = 3500000.0 - 200000.0 * ds_index
                     for i in range(count):
-                        image, mask = render_tile(seed, name, domain, split, i, tile)
+                        image, mask, height = render_tile_layers(seed, name, domain, split, i, tile)
                         row, col = (i // TILES_PER_ROW) * tile, (i % TILES_PER_ROW) * tile
                         transform = Affine(gsd, 0.0, x0 + col * gsd, 0.0, -gsd, y0 - row * gsd)
                         writer.add_tile(image, mask, domain, split, sensor,
                                         source_file=f"synthetic_{domain}_{split}.tif", row=row, col=col,
-                                        crs=crs, transform=transform)
+                                        crs=crs, transform=transform, height=height)
                         bar.update(1)
         bar.close()
     return result
@@ -665,6 +809,7 @@ def synthesize(
 __all__ = [
     "CLASSES", "PALETTE", "GRID_UM", "REGIONS", "RADIOMETRY", "DATASETS", "Region", "Radiometry", "Scene",
     "class_spectra", "band_responses", "psf_sigma", "make_labels", "make_scene", "render_reflectance",
-    "render_scene", "render_sensors", "to_reflectance", "render_tile", "default_tiles", "synthesize",
-    "get_radiometry",
+    "render_scene", "render_sensors", "to_reflectance", "render_tile", "render_tile_layers", "default_tiles",
+    "synthesize", "get_radiometry", "smooth_noise", "LabelCanvas", "HeightField", "make_heights",
+    "BUILDING_HEIGHT_M", "TREE_HEIGHT_M", "RELIEF_M",
 ]
