@@ -143,6 +143,7 @@ class TrainConfig:
     devices: int = 1
     precision: str = "32-true"
     resume: str | None = None  # a last.ckpt to continue from
+    activation_checkpointing: bool = False  # recompute each frozen block + plug-in call in backward (less memory)
 
 
 @dataclass
