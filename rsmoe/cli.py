@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                 "rsmoe.convert.cli:add_convert_arguments", "rsmoe.convert.cli:run_convert_from_args"),
     "sweep": ("list / count / train the points of an ablation grid",
               "rsmoe.sweep:add_sweep_arguments", "rsmoe.sweep:run_sweep_from_args"),
+    "study": ("a seeded study: comparisons over several seeds, mean ± std, plots, a Markdown report",
+              "rsmoe.study:add_study_arguments", "rsmoe.study:run_study_from_args"),
     "predict": ("map whole GeoTIFF scenes with a checkpoint",
                 "rsmoe.predict.cli:add_predict_arguments", "rsmoe.commands:run_predict"),
 }

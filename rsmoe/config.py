@@ -35,6 +35,7 @@ class BackboneConfig:
     pretrained: str | None = None
     config: dict[str, Any] = field(default_factory=dict)  # transformers config fields for random weights
     band_init: str = "cyclic"  # cyclic | wavelength (docs/spectralmoe.md §10)
+    band_channels: list[int] | None = None  # explicit RGB channel per band (0 R, 1 G, 2 B); overrides band_init
     seed: int = 0
     taps: list[int] | None = None  # 0-based blocks; default [7, 11, 15, 23] for 24 blocks, [3, 5, 7, 11] for 12
 
@@ -58,7 +59,7 @@ class AdapterConfig:
     num_tokens: int = 100
     rank: int = 16
     top_k: int = 1
-    gating: str = "softmax"  # softmax | gaussian | laplace
+    gating: str = "laplace"  # softmax | gaussian | laplace (laplace: every public config)
     distance_p: float = 2.0
     noisy: bool = True
     expert_logits: str = "official"  # official | dot
@@ -83,11 +84,13 @@ class AugmentConfig:
     """Training augmentation (``rsmoe.data.transforms``; docs/spectralmoe.md §11): RandomResize → RandomCrop → RandomFlip →
     PhotometricDistortion → pad to the crop. ``resize_scale``: range ``[low, high]`` of the ratio r; the short
     side becomes ``resize_base`` × r, the long side at most ``resize_max`` × r (null: no resize; a resize needs
-    ``crop`` so that a batch has one tile size); ``crop``: crop size (null: whole tiles); ``cat_max_ratio``: crop
+    ``crop`` so that a batch has one tile size); ``resize_choices``: instead of a ratio, the short side is one of
+    these sizes, the long side at most ``resize_max`` (mmseg's RandomChoiceResize, the public configs); ``crop``: crop size (null: whole tiles); ``cat_max_ratio``: crop
     retry threshold; ``hflip``/``vflip``: flip probabilities; ``photometric``: brightness/contrast (+ saturation/hue
     for 3 bands)."""
 
     resize_scale: list[float] | None = None
+    resize_choices: list[int] | None = None  # short side drawn from these sizes (the public configs' rule)
     resize_base: int = 512
     resize_max: int | None = 1024
     crop: int | None = None

@@ -57,6 +57,8 @@ def check_backbone(cfg: Any) -> None:
 
     BACKBONES.check(b.kind)
     one_of("backbone.band_init", b.band_init, ("cyclic", "wavelength"))
+    if b.band_channels is not None and (not b.band_channels or any(c not in (0, 1, 2) for c in b.band_channels)):
+        raise ConfigError(f"backbone.band_channels: one RGB channel (0 R, 1 G, 2 B) per band, got {b.band_channels}")
     if b.taps is not None and (any(t < 0 for t in b.taps) or list(b.taps) != sorted(set(b.taps))):
         raise ConfigError(f"backbone.taps: expected ascending, distinct, non-negative block indices, got {b.taps}")
 
@@ -101,9 +103,17 @@ def check_data(d: Any) -> None:
                               f"{a.resize_scale}")
         if a.crop is None:
             raise ConfigError("data.augment.resize_scale needs data.augment.crop: a batch needs tiles of one size")
+    if a.resize_choices is not None:
+        if a.resize_scale is not None:
+            raise ConfigError("data.augment: set resize_scale or resize_choices, not both")
+        if not a.resize_choices or min(a.resize_choices) < 1:
+            raise ConfigError(f"data.augment.resize_choices: expected positive sizes, got {a.resize_choices}")
+        if a.crop is None:
+            raise ConfigError("data.augment.resize_choices needs data.augment.crop: a batch needs tiles of one size")
     positive("data.augment.resize_base", a.resize_base)
-    if a.resize_max is not None and a.resize_max < a.resize_base:
-        raise ConfigError(f"data.augment.resize_max ({a.resize_max}) must be ≥ resize_base ({a.resize_base})")
+    if a.resize_max is not None and a.resize_max < max(a.resize_choices or [a.resize_base]):
+        raise ConfigError(f"data.augment.resize_max ({a.resize_max}) must be ≥ the short side it caps "
+                          f"({max(a.resize_choices or [a.resize_base])})")
     if a.crop is not None:
         positive("data.augment.crop", a.crop)
     fraction("data.augment.cat_max_ratio", a.cat_max_ratio, 1e-9, 1.0)

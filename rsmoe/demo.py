@@ -27,7 +27,7 @@ from .data.synthetic import synthesize
 from .engine.checkpoints import load_checkpoint
 from .engine.runner import CHECKPOINT_NAME, train
 from .io.atomic import atomic_write_json
-from .sensors import rgb_band_indices
+from .sensors import display_band_indices
 from .report import metrics_table, per_class_table, rgb_composite, save_panel
 
 VARIANTS: dict[str, list[str]] = {
@@ -96,7 +96,7 @@ def write_panels(base: Config, out: Path, variants, per_domain: int = 3) -> dict
         raw = torch.stack([s["image"] for s in samples])
         batch = {"image": info.normalizer().apply(raw), "wavelengths": samples[0]["wavelengths"]}
         wl = samples[0]["wavelengths"]
-        rgb = np.stack([rgb_composite(r, rgb_band_indices(wl.tolist())) for r in raw.numpy()])
+        rgb = np.stack([rgb_composite(r, display_band_indices(wl.tolist())) for r in raw.numpy()])
         truth = torch.stack([s["mask"] for s in samples]).numpy()
         preds = {name: m.predict(batch).argmax(1).numpy() for name, m in models.items()}
         figures[domain] = save_panel(out / f"{domain}.png", rgb, truth, preds, info.palette,

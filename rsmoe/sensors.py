@@ -209,3 +209,23 @@ def rgb_band_indices(wavelengths: Sequence[float]) -> list[int]:
     The one rule rsmoe uses wherever an RGB-only model or picture needs three bands of a multispectral image (the
     depth branch, previews, the CLIP caption check). With fewer than three distinct bands an index can repeat."""
     return [nearest_band(wavelengths, c) for c in RGB_CENTRES_UM]
+
+
+#: A sensor "has" a colour when a band centre lies within this distance (µm) of its nominal centre.
+COLOUR_TOLERANCE_UM = 0.05
+#: Bands beyond this centre (µm) are near infrared for display purposes; the false-colour composite takes the one
+#: nearest :data:`NIR_DISPLAY_UM`.
+NIR_FROM_UM = 0.70
+NIR_DISPLAY_UM = 0.842
+
+
+def display_band_indices(wavelengths: Sequence[float]) -> list[int]:
+    """The three bands to show as a picture's R, G, B: true colour when the sensor has red, green and blue bands
+    (:func:`rgb_band_indices`), else the standard false-colour composite NIR → R, red → G, green → B (e.g.
+    ISPRS Vaihingen's NIR-R-G tiles, shown as they are published), else the nearest bands."""
+    wl = [float(w) for w in wavelengths]
+    has = [any(abs(w - c) <= COLOUR_TOLERANCE_UM for w in wl) for c in RGB_CENTRES_UM]
+    nir = nearest_band(wl, NIR_DISPLAY_UM)
+    if all(has) or wl[nir] <= NIR_FROM_UM or not (has[0] and has[1]):
+        return rgb_band_indices(wl)
+    return [nir, nearest_band(wl, RGB_CENTRES_UM[0]), nearest_band(wl, RGB_CENTRES_UM[1])]

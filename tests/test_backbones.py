@@ -366,3 +366,18 @@ def test_adapted_model_saves_and_reloads(tmp_path):
     assert torch.equal(_run_blocks(again, image)[0][-1], _run_blocks(bb, image)[0][-1])
     with pytest.raises(ValueError, match="takes 5 bands"):
         DINOv3Backbone.from_pretrained(tmp_path / "v3x5", num_bands=4)
+
+
+def test_explicit_band_channels_pick_the_rgb_kernels():
+    from rsmoe.models.backbones.bands import adapt_patch_kernel
+
+    w = torch.randn(8, 3, 4, 4)
+    out = adapt_patch_kernel(w, None, 4, [0, 2, 1, 0])
+    for band, channel in enumerate([0, 2, 1, 0]):
+        assert torch.equal(out[:, band], w[:, channel])
+    with pytest.raises(ValueError, match="one RGB channel"):
+        adapt_patch_kernel(w, None, 4, [0, 1, 3, 0])
+    v3 = build_backbone("dinov3", pretrained=None, config=TINY_V3, num_bands=4, band_init=[2, 1, 0, 0], seed=0)
+    rgb = build_backbone("dinov3", pretrained=None, config=TINY_V3, num_bands=3, band_init="cyclic", seed=0)
+    k4, k3 = v3.model.embeddings.patch_embeddings.weight, rgb.model.embeddings.patch_embeddings.weight  # DINOv3: a conv
+    assert torch.equal(k4[:, 0], k3[:, 2]) and torch.equal(k4[:, 3], k3[:, 0])

@@ -530,6 +530,9 @@ def test_official_statistics_follow_the_sensor_band_order(tmp_path, capsys, how)
     assert meta.mean == [82.444, 88.594, 85.357, 110.714]  # B, G, R, NIR
     assert meta.std == [63.005, 63.937, 65.591, 72.38]
     assert "reordered from their band order" in capsys.readouterr().err
+    # their cyclic kernel rule in their order NIR,R,G,B (channels 0,1,2,0) seen from rsmoe's B,G,R,NIR
+    if meta.config.backbone.kind != "dofa":
+        assert meta.config.backbone.band_channels == [0, 2, 1, 0]
 
 
 def test_official_statistics_refused_when_their_order_is_unknown_or_unmatched(tmp_path):

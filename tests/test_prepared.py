@@ -10,7 +10,7 @@ from rasterio.transform import Affine
 
 from rsmoe.data.prepared import MANIFEST_COLUMNS, PreparedDataset, PreparedWriter, load_dataset_info
 from rsmoe.data.raster import raster_meta, read_raster
-from rsmoe.sensors import SENSORS, get_sensor, rgb_band_indices
+from rsmoe.sensors import SENSORS, display_band_indices, get_sensor, rgb_band_indices
 
 CLASSES = ["water", "field", "town"]
 PALETTE = [[0, 0, 255], [0, 255, 0], [255, 0, 0]]
@@ -196,3 +196,11 @@ def test_sensor_registry():
     assert rgb_band_indices(get_sensor("FLAIR").wavelengths) == [0, 1, 2]
     with pytest.raises(KeyError, match="unknown sensor 'X'; known sensors: GF-2, GF-1"):
         get_sensor("X")
+
+
+def test_display_bands_true_colour_or_nir_false_colour():
+    assert display_band_indices(get_sensor("GF-2").wavelengths) == [2, 1, 0]  # B,G,R,NIR stored: R,G,B shown
+    assert display_band_indices(get_sensor("ISPRS-Vaihingen").wavelengths) == [0, 1, 2]  # NIR,R,G as published
+    assert rgb_band_indices(get_sensor("ISPRS-Vaihingen").wavelengths) == [1, 2, 2]  # the depth branch's R,G,G
+    assert display_band_indices([0.56, 0.665, 0.705, 0.842]) == [3, 1, 0]  # the NIR band, not the red edge
+    assert display_band_indices([0.665, 0.56]) == [0, 1, 1]  # no NIR, no blue: nearest bands

@@ -266,3 +266,24 @@ def test_resize_needs_crop_and_demo_pipeline_is_hflip_only():
                                                             "PhotometricDistortion", "Normalize", "Pad"]
     cfg = load_config(None, ["data.augment.crop=512", "data.augment.resize_scale=[0.5, 2.0]"])
     assert cfg.data.augment.crop == 512 and cfg.data.augment.resize_scale == [0.5, 2.0]
+
+
+def test_random_choice_resize_is_the_public_short_side_rule():
+    from rsmoe.data.transforms import RandomChoiceResize
+
+    choices = [int(512 * x * 0.1) for x in range(6, 13)]  # the public multispectral configs
+    assert choices == [307, 358, 409, 460, 512, 563, 614]
+    rr = RandomChoiceResize(choices, max_size=1024)
+    torch.manual_seed(0)
+    sizes = [rr.sample_size(512, 768) for _ in range(700)]
+    shorts = [min(s) for s in sizes]
+    assert set(shorts) == set(choices)  # every choice drawn, nothing else
+    assert all(abs(max(s) - 1.5 * min(s)) <= 1 for s in sizes)  # aspect ratio kept
+    assert max(abs(shorts.count(c) / 700 - 1 / 7) for c in choices) < 0.05  # uniform
+    torch.manual_seed(1)
+    long_ones = {RandomChoiceResize([1000], max_size=1024).sample_size(200, 1000) for _ in range(3)}
+    assert long_ones == {(205, 1024)}  # elongated: the long side is capped, int(200 · 1.024 + 0.5) = 205
+    with pytest.raises(ValueError):
+        RandomChoiceResize([512, 2048], max_size=1024)
+    pipeline = build_train_transforms(AugmentConfig(resize_choices=choices, crop=8), Normalize([0.0] * 4, [1.0] * 4))
+    assert type(pipeline.transforms[0]).__name__ == "RandomChoiceResize"

@@ -220,6 +220,32 @@ def _official_statistics(bands: Bands, official: OfficialMeta, official_waveleng
     return [mean[j] for j in order], [std[j] for j in order]
 
 
+def with_official_kernel_channels(config: Any, bands: Bands, official: OfficialMeta,
+                                  official_wavelengths: Sequence[float] | None, log: ImportLog) -> Any:
+    """A copy of ``config`` whose ``backbone.band_channels`` give each input band the RGB kernel channel the
+    authors' cyclic rule gave it in *their* band order (band j of theirs ← channel j mod 3), so that the imported
+    adapters see the patch embedding they were trained on; unchanged when the order is unknown or the backbone
+    builds its kernel from wavelengths (DOFA)."""
+    import copy
+
+    if config.backbone.kind == "dofa" or config.backbone.band_init != "cyclic" or config.backbone.band_channels:
+        return config
+    theirs = official_band_order(official, official_wavelengths)
+    order = None if theirs is None else match_band_order(theirs, bands.wavelengths)
+    if order is None:
+        if len(bands.wavelengths) != 3:
+            log.unknown.append("the authors' band order, so the patch kernel is cycled in the input band order "
+                               "(pass --official-wavelengths)")
+        return config
+    channels = [j % 3 for j in order]
+    if channels == [i % 3 for i in range(len(channels))]:
+        return config
+    config = copy.deepcopy(config)
+    config.backbone.band_channels = channels
+    log.notes.append(f"backbone.band_channels {channels}: the authors' cyclic kernel assignment in their band order")
+    return config
+
+
 def resolve_normalisation(bands: Bands, official: OfficialMeta, info: Any, mean: Sequence[float] | None,
                           std: Sequence[float] | None, official_wavelengths: Sequence[float] | None, where: str,
                           log: ImportLog) -> tuple[list[float], list[float]]:
@@ -327,6 +353,7 @@ def convert_spectralmoe_official(
     head_classes = int(imported.tensors["head.class_embed.weight"].shape[0]) - 1
     names, palette = resolve_classes(head_classes, official, info, classes_file, num_classes, where, log)
     bands = resolve_bands(config, official, info, sensor, wavelengths, where, log)
+    config = with_official_kernel_channels(config, bands, official, official_wavelengths, log)
     mean_l, std_l = resolve_normalisation(bands, official, info, mean, std, official_wavelengths, where, log)
     ignore = ignore_index if ignore_index is not None else (info.ignore_index if info is not None else 255)
     tensors = model_tensors(config, imported, len(names), bands.wavelengths, where)

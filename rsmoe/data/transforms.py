@@ -96,6 +96,30 @@ class RandomResize:
         return f"RandomResize(scale={self.scale}, base={self.base}, max_size={self.max_size})"
 
 
+class RandomChoiceResize(RandomResize):
+    """Rescale so that the short side is one of ``choices`` (picked uniformly), keeping the aspect ratio; with
+    ``max_size`` the long side is capped there (mmseg ``RandomChoiceResize(scales, resize_type=
+    "ResizeShortestEdge", max_size)``, what the public SpectralMoE configs use). New size ``int(side · f + 0.5)``."""
+
+    def __init__(self, choices: Sequence[int], max_size: int | None = 1024):
+        self.choices = [int(c) for c in choices]
+        if not self.choices or min(self.choices) <= 0:
+            raise ValueError(f"RandomChoiceResize choices must be positive sizes, got {list(choices)}")
+        if max_size is not None and max_size < max(self.choices):
+            raise ValueError(f"RandomChoiceResize max_size {max_size} is below the largest choice {max(self.choices)}")
+        self.max_size = max_size
+
+    def sample_size(self, height: int, width: int) -> tuple[int, int]:
+        short_side = self.choices[int(torch.randint(len(self.choices), ()))]
+        factor = short_side / min(height, width)
+        if self.max_size is not None:
+            factor = min(factor, self.max_size / max(height, width))
+        return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
+
+    def __repr__(self) -> str:
+        return f"RandomChoiceResize(choices={self.choices}, max_size={self.max_size})"
+
+
 def resize_mask(mask: Tensor, size: tuple[int, int]) -> Tensor:
     """Nearest-neighbour resize of an H×W integer mask (values, the ignore index included, are only copied).
 
@@ -309,7 +333,8 @@ class PhotometricDistortion:
 def build_train_transforms(cfg_augment: Any, normalize: Normalize, value_range: Sequence[float] | None = None,
                            ignore_index: int = IGNORE_INDEX) -> Compose:
     """The training pipeline of a ``data.augment`` section (:class:`rsmoe.config.AugmentConfig`):
-    RandomResize (``resize_scale`` set) → RandomCrop (``crop`` set) → RandomFlip → PhotometricDistortion
+    RandomResize (``resize_scale`` set) or RandomChoiceResize (``resize_choices`` set) → RandomCrop (``crop`` set)
+    → RandomFlip → PhotometricDistortion
     (``photometric``) → ``normalize`` → Pad to the crop size. ``value_range``: raw clip range of the photometric
     step (``(0, 255)`` for uint8 data)."""
     a = cfg_augment
@@ -320,6 +345,10 @@ def build_train_transforms(cfg_augment: Any, normalize: Normalize, value_range: 
         if a.crop is None:
             raise ConfigError("data.augment.resize_scale needs data.augment.crop: a batch needs tiles of one size")
         steps.append(RandomResize(a.resize_scale, base=a.resize_base, max_size=a.resize_max))
+    if a.resize_choices is not None:
+        if a.crop is None:
+            raise ConfigError("data.augment.resize_choices needs data.augment.crop: a batch needs tiles of one size")
+        steps.append(RandomChoiceResize(a.resize_choices, max_size=a.resize_max))
     if a.crop is not None:
         steps.append(RandomCrop(a.crop, cat_max_ratio=a.cat_max_ratio, ignore_index=ignore_index, pad=False))
     if a.hflip > 0 or a.vflip > 0:
@@ -337,5 +366,5 @@ def raw_value_range(dtype: Any) -> tuple[float, float] | None:
     return (0.0, 255.0) if isinstance(dtype, str) and dtype == "uint8" else None
 
 
-__all__ = ["Compose", "Normalize", "RandomResize", "RandomCrop", "RandomFlip", "Pad", "PhotometricDistortion",
+__all__ = ["Compose", "Normalize", "RandomChoiceResize", "RandomResize", "RandomCrop", "RandomFlip", "Pad", "PhotometricDistortion",
            "build_train_transforms", "raw_value_range", "resize_mask", "pad_sample"]

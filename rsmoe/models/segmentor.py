@@ -212,8 +212,8 @@ def build_segmentor(cfg: Config, num_classes: int, wavelengths: list[float], cla
 
     b = cfg.backbone
     backbone = build_backbone(
-        b.kind, pretrained=b.pretrained, config=b.config, num_bands=len(wavelengths), band_init=b.band_init,
-        wavelengths=list(wavelengths), seed=b.seed,
+        b.kind, pretrained=b.pretrained, config=b.config, num_bands=len(wavelengths),
+        band_init=b.band_channels or b.band_init, wavelengths=list(wavelengths), seed=b.seed,
     )
     depth = None
     if cfg.depth.enabled and cfg.adapter.type == "spectralmoe":

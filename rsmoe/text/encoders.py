@@ -8,7 +8,7 @@
   else ``pooler_output``, else the attention-masked mean of ``last_hidden_state`` (``pooling`` chooses).
 
 It is deliberately not an ``nn.Module``: the encoder is frozen and referenced by folder, so its weights never end
-up in a segmentation checkpoint (DESIGN: checkpoints hold trainable tensors only).
+up in a segmentation checkpoint (docs/architecture.md: checkpoints hold trainable tensors only).
 
 Long captions **[design]**: a caption whose token count (with the special tokens) exceeds the encoder's context
 (77 for CLIP) is split into sentences (after ``.``, ``!``, ``?`` or ``;`` followed by white space), each sentence

@@ -49,7 +49,7 @@ from rsmoe.config import apply_override, build_dataclass, read_yaml
 from rsmoe.errors import ConfigError
 from rsmoe.data.prepared import load_dataset_info, read_manifest
 from rsmoe.data.raster import read_raster
-from rsmoe.sensors import get_sensor, rgb_band_indices
+from rsmoe.sensors import display_band_indices, get_sensor
 from rsmoe.text.prompts import PROMPT_IDS, prompt, refined_prompt
 from rsmoe.text.quality import DEFAULT_MAX_ATTEMPTS, DEFAULT_TAU, regenerate_until_passing
 from rsmoe.text.store import CaptionStore
@@ -173,12 +173,13 @@ def load_captions_config(
 # ----------------------------------------------------------------------------------------------------------------
 
 def tile_rgb(image: np.ndarray, wavelengths: list[float], percentiles: tuple[float, float] = (2.0, 98.0)) -> np.ndarray:
-    """A C×H×W tile as H×W×3 uint8: bands nearest 665/560/490 nm, each stretched between the given percentiles of
-    the valid pixels (a pixel zero in every band is no-data and stays black)."""
+    """A C×H×W tile as H×W×3 uint8: the display bands (true colour, or NIR-R-G false colour for a sensor without a
+    blue band: :func:`rsmoe.sensors.display_band_indices`), each stretched between the given percentiles of the
+    valid pixels (a pixel zero in every band is no-data and stays black)."""
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[0] != len(wavelengths):
         raise ValueError(f"tile_rgb: image of shape {image.shape} does not match {len(wavelengths)} wavelengths")
-    rgb = image[rgb_band_indices(wavelengths)].astype(np.float64)
+    rgb = image[display_band_indices(wavelengths)].astype(np.float64)
     valid = np.any(image != 0, axis=0)
     out = np.zeros(rgb.shape[1:] + (3,), dtype=np.uint8)
     if not valid.any():

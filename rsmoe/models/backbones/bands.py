@@ -27,7 +27,8 @@ RED_EDGE_LIMIT_UM = 0.700
 #: Anything above this cannot be a wavelength in µm (thermal infrared ends near 14 µm): catches nanometres.
 _MAX_PLAUSIBLE_UM = 20.0
 
-BandInit = Literal["cyclic", "wavelength"]
+#: ``cyclic`` | ``wavelength`` | an explicit RGB channel (0 = R, 1 = G, 2 = B) per input band
+BandInit = Literal["cyclic", "wavelength"] | Sequence[int]
 
 
 def _as_float_list(wavelengths: Sequence[float] | Tensor) -> list[float]:
@@ -75,6 +76,8 @@ def adapt_patch_kernel(
     * ``wavelength`` — band i takes the kernel of the RGB channel whose nominal centre (R 0.665, G 0.560,
       B 0.490 µm) is nearest the band's centre wavelength; bands beyond 0.700 µm take red's kernel. Needs
       ``wavelengths_um`` (µm, length ``num_bands``).
+    * a sequence of channel indices — band i takes RGB channel ``mode[i]`` (e.g. the authors' cyclic rule applied
+      in *their* band order, recorded by ``rsmoe convert spectralmoe-official`` as ``backbone.band_channels``).
 
     No rescaling is applied: each band gets an unscaled copy of one RGB channel's kernel. This is a deliberate
     choice: it is what the public code does (so its published checkpoints, whose adapters were trained on the
@@ -98,8 +101,11 @@ def adapt_patch_kernel(
         if len(values) != num_bands:
             raise ValueError(f"got {len(values)} wavelengths for {num_bands} bands")
         channels = [rgb_channel_for_band(v) for v in values]
+    elif not isinstance(mode, str) and len(mode) == num_bands and all(int(c) in (0, 1, 2) for c in mode):
+        channels = [int(c) for c in mode]
     else:
-        raise ValueError(f"unknown band_init {mode!r}; expected 'cyclic' or 'wavelength'")
+        raise ValueError(f"unknown band_init {mode!r}; expected 'cyclic', 'wavelength' or one RGB channel (0-2) per "
+                         f"band ({num_bands} bands)")
     index = torch.tensor(channels, dtype=torch.long, device=weight_rgb.device)
     return weight_rgb.detach().index_select(1, index).clone()
 

@@ -1,7 +1,7 @@
 """The frozen depth branch: the ViT encoder of Depth Anything V2 / Prompt Depth Anything.
 
 Only the DINOv2 backbone's embeddings and transformer blocks are kept (the DPT neck, the depth head and the final
-LayerNorm are dropped). To pair its tokens one-to-one with the VFM's (SpectralMoE, spec §2), the patch-14 kernel
+LayerNorm are dropped). To pair its tokens one-to-one with the VFM's (docs/spectralmoe.md §2), the patch-14 kernel
 is resized to the VFM's patch size (bicubic ``F.interpolate`` on the weight, as the public code does) and the
 learned position embedding is interpolated (bicubic) from its pretraining grid to the VFM's token grid, so an
 H×W image gives the same (H/p, W/p) grid in both models.

@@ -146,7 +146,8 @@ def needs_new_kernel(conv: nn.Conv2d, num_bands: int, band_init: BandInit, wavel
     wavelengths (which may reorder it). A conv that already has ``num_bands != 3`` input channels (a model saved
     after adaptation) is used as is; any other channel count is an error.
     """
-    if band_init not in ("cyclic", "wavelength"):
+    explicit = not isinstance(band_init, str)
+    if not explicit and band_init not in ("cyclic", "wavelength"):
         raise ValueError(f"unknown band_init {band_init!r}; expected 'cyclic' or 'wavelength'")
     if num_bands < 1:
         raise ValueError(f"num_bands must be ≥ 1, got {num_bands}")
@@ -155,7 +156,7 @@ def needs_new_kernel(conv: nn.Conv2d, num_bands: int, band_init: BandInit, wavel
             return False
         raise ValueError(f"the model's patch conv takes {conv.in_channels} bands; cannot adapt it to {num_bands} "
                          "(band adaptation starts from a 3-band RGB kernel)")
-    return num_bands != 3 or (band_init == "wavelength" and wavelengths is not None)
+    return num_bands != 3 or explicit or (band_init == "wavelength" and wavelengths is not None)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -269,9 +269,9 @@ class Mask2FormerHead(nn.Module):
             behaviour: background for every class) or "exclude" (zero weight).
     """
 
-    #: parameters AdamW must not decay (the public config's ``custom_keys``: query content, query positional
-    #: embedding — ``query_embed`` in mmdet —, level embeddings)
-    no_weight_decay_keys = ("query_feat", "query_pos", "level_embed")
+    #: parameters AdamW must not decay (the public configs' ``custom_keys``: the query positional embedding —
+    #: ``query_embed`` in mmdet — and the level embeddings; the query content ``query_feat`` is decayed)
+    no_weight_decay_keys = ("query_pos", "level_embed")
 
     def __init__(
         self,

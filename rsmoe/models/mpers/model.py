@@ -292,7 +292,7 @@ def build_mpers(cfg: Any, num_classes: int, wavelengths: Sequence[float], class_
         raise ConfigError("mpers.text_dim must be set when the text encoder is not loaded")
     b = cfg.backbone
     backbone = build_backbone(b.kind, pretrained=b.pretrained, config=b.config, num_bands=len(wavelengths),
-                              band_init=b.band_init, wavelengths=list(wavelengths), seed=b.seed)
+                              band_init=b.band_channels or b.band_init, wavelengths=list(wavelengths), seed=b.seed)
     model = MPerS(
         backbone, num_classes, taps=b.taps, neck_channels=m.neck_channels, ldpe_widths=m.ldpe_widths,
         adapter_attention=m.adapter_attention, kernel_size=m.kernel_size,

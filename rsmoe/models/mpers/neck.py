@@ -12,8 +12,8 @@ and then its own resampling to one pyramid level:
     stage 3: identity                                                (stride p)
     stage 4: MaxPool 2×2                                             (stride 2p)
 
-**[design]** The spec names the two transposed convolutions of stage 1 but not what sits between them; a channel
-LayerNorm + GELU (as in ViT feature-pyramid necks) keeps them from collapsing into one linear upsampling.
+**[design]** docs/mpers.md §2 names the two transposed convolutions of stage 1 but not what sits between them; a
+channel LayerNorm + GELU (as in ViT feature-pyramid necks) keeps them from collapsing into one linear upsampling.
 The projection widths (512, 256) are ``channels``; tiny test models use smaller ones.
 """
 from __future__ import annotations
