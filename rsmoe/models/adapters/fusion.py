@@ -56,16 +56,18 @@ def diagonal_attention_gate(query: Tensor, key: Tensor, chunk: int | None = None
     return torch.cat(pieces, dim=1)
 
 
-def fuse(delta_v: Tensor, delta_d: Tensor | None, mode: str) -> Tensor:
-    """δ from the visual (B×N×d) and depth (B×N×d or None) refinements."""
-    if mode == "none":
-        return delta_v
+def fuse(delta_v: Tensor, delta_d: Tensor | None, mode: str, residual: Tensor | None = None) -> Tensor:
+    """δ from the visual (B×N×d) and depth (B×N×d or None) refinements; with ``residual`` (B×N×d), δ + residual
+    (for ``official`` in one pass: ``addcmul(residual, gate, Δf^v)``, no separate δ tensor)."""
     if mode not in FUSIONS:
         raise ValueError(f"unknown fusion {mode!r}; expected one of {FUSIONS}")
-    if delta_d is None:
+    if mode != "none" and delta_d is None:
         raise ValueError(f"fusion {mode!r} needs the depth refinement; use fusion: none without a depth branch")
     if mode == "official":
-        return diagonal_attention_gate(delta_d, delta_v).unsqueeze(-1) * delta_v
+        gate = diagonal_attention_gate(delta_d, delta_v).unsqueeze(-1)
+        return gate * delta_v if residual is None else torch.addcmul(residual, gate, delta_v)
     if mode == "cross_attention":
-        return F.scaled_dot_product_attention(delta_d, delta_v, delta_v)
-    return delta_v + delta_d
+        fused = F.scaled_dot_product_attention(delta_d, delta_v, delta_v)
+    else:
+        fused = delta_v if mode == "none" else delta_v + delta_d
+    return fused if residual is None else fused + residual
