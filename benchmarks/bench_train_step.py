@@ -11,7 +11,9 @@ Variants: ``frozen`` (adapter none, only the head trains), ``floor`` (the depth 
 plug-in that makes autograd run back through every frozen block: what any depth-steered plug-in costs before it
 computes anything), ``rein``, ``spectralmoe/official``, ``spectralmoe/cross_attention``, ``spectralmoe/add``.
 A run is a variant plus levers: ``+ac`` (``train.activation_checkpointing``), ``+bf16`` (the step under
-``torch.autocast`` in bfloat16, what ``train.precision: bf16-mixed`` does).
+``torch.autocast`` in bfloat16, what ``train.precision: bf16-mixed`` does); ``+nograd`` runs the depth encoder as
+rsmoe did before it used inference mode (its blocks under ``torch.no_grad``, views of the block outputs returned),
+to measure that change.
 
 * time: all runs of a batch size in one process sharing the frozen weights, one warm-up step each, then rounds
   that interleave the runs (a slow moment of the machine hits every run); the median step is reported, with the
@@ -62,7 +64,7 @@ VARIANTS: dict[str, list[str]] = {
     "spectralmoe/cross_attention": ["adapter.fusion=cross_attention"],
     "spectralmoe/add": ["adapter.fusion=add"],
 }
-LEVERS = ("ac", "bf16")
+LEVERS = ("ac", "bf16", "nograd")
 DEFAULT_RUNS = ["frozen", "floor", "rein", "spectralmoe/official", "spectralmoe/cross_attention", "spectralmoe/add",
                 "spectralmoe/official+ac", "frozen+bf16", "spectralmoe/official+bf16", "spectralmoe/official+ac+bf16"]
 
@@ -74,17 +76,31 @@ class Run:
     variant: str
     checkpointing: bool = False
     bf16: bool = False
+    depth_no_grad: bool = False
 
     @classmethod
     def parse(cls, text: str) -> "Run":
         variant, *levers = text.split("+")
         if variant not in VARIANTS or any(lever not in LEVERS for lever in levers):
             raise SystemExit(f"unknown run {text!r}: a variant of {list(VARIANTS)} with levers +{' +'.join(LEVERS)}")
-        return cls(variant, "ac" in levers, "bf16" in levers)
+        return cls(variant, "ac" in levers, "bf16" in levers, "nograd" in levers)
 
     @property
     def name(self) -> str:
-        return self.variant + ("+ac" if self.checkpointing else "") + ("+bf16" if self.bf16 else "")
+        levers = [n for n, on in zip(LEVERS, (self.checkpointing, self.bf16, self.depth_no_grad)) if on]
+        return "+".join([self.variant, *levers])
+
+
+def no_grad_depth_forward(depth, image: Tensor, wavelengths: Tensor, grid) -> list[Tensor]:  # noqa: ARG001
+    """The depth encoder as rsmoe ran it before inference mode: blocks under ``torch.no_grad``, per-block views of
+    the outputs (prefix tokens sliced off)."""
+    with torch.no_grad():
+        tokens = depth.embeddings(depth.rgb_input(image, wavelengths))
+        out = []
+        for layer in depth.layers:
+            tokens = layer(tokens)
+            out.append(tokens[:, depth.num_prefix_tokens:])
+    return out
 
 
 class NullPlugin(nn.Module):
@@ -166,6 +182,9 @@ def train_step(model, optimizer, batch: dict, run: Run) -> float:
     model.activation_checkpointing = run.checkpointing
     optimizer.zero_grad(set_to_none=True)
     device_type = batch["image"].device.type
+    if model.depth is not None:  # an instance attribute shadows the class's forward
+        model.depth.forward = (lambda *a, depth=model.depth: no_grad_depth_forward(depth, *a)) \
+            if run.depth_no_grad else type(model.depth).forward.__get__(model.depth)
     with torch.autocast(device_type, dtype=torch.bfloat16, enabled=run.bf16):
         terms = model.loss(batch)
     terms["loss"].backward()
@@ -234,7 +253,7 @@ def time_runs(runs: list[Run], batch_size: int, args) -> list[dict]:
                 times[run.name].append(time.perf_counter() - t0)
             print(f"  batch {batch_size} round {rnd} {run.name}: {time.perf_counter() - t0:.2f} s", flush=True)
     rows = [{"run": r.name, "variant": r.variant, "activation_checkpointing": r.checkpointing, "bf16": r.bf16,
-             "batch": batch_size, "seconds": statistics.median(times[r.name]), "all_seconds": times[r.name],
+             "depth_no_grad": r.depth_no_grad, "batch": batch_size, "seconds": statistics.median(times[r.name]), "all_seconds": times[r.name],
              "loss": losses[r.name]} for r in runs]
     base = next((row["seconds"] for row in rows if row["run"] == "frozen"), None)
     for row in rows:
@@ -290,11 +309,12 @@ def measure_memory(run: Run, batch_size: int, args) -> dict:
     cmd = [sys.executable, __file__, "--memory-child", run.name, "--batches", str(batch_size), "--image",
            str(args.image), "--device", args.device] + (["--layers", str(args.layers)] if args.layers else [])
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        if "out of memory" in proc.stderr.lower():
-            return {"run": run.name, "batch": batch_size, "out_of_memory": True}
-        raise RuntimeError(f"memory run {run.name} batch {batch_size} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    if proc.returncode == 0:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    if "out of memory" in proc.stderr.lower() or proc.returncode == -9:  # CUDA OOM, or killed by the kernel
+        return {"run": run.name, "batch": batch_size, "out_of_memory": True, "returncode": proc.returncode}
+    print(proc.stderr[-3000:], file=sys.stderr)
+    return {"run": run.name, "batch": batch_size, "error": proc.stderr.strip().splitlines()[-1:]}
 
 
 # ------------------------------------------------------------------------------------------------------ profiling
