@@ -160,3 +160,25 @@ def test_train_step_under_cpu_bfloat16_autocast(variant, checkpointing):
     assert all(p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
                for p in trained if p.grad is not None)
     assert model.adapter.alpha.grad is not None
+
+
+def test_lightning_trains_in_bf16_mixed_with_checkpointing_on_cpu(bench, tmp_path, monkeypatch):
+    """``train.precision: bf16-mixed`` and ``train.activation_checkpointing: true`` through ``rsmoe train`` on a
+    CPU: every training step runs under CPU bfloat16 autocast with the switch on the model."""
+    from rsmoe.engine.runner import train
+    from rsmoe.models.segmentor import Segmentor
+
+    seen = []
+    real_loss = Segmentor.loss
+
+    def recording_loss(self, batch):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"), self.activation_checkpointing))
+        return real_loss(self, batch)
+
+    monkeypatch.setattr(Segmentor, "loss", recording_loss)
+    cfg = load_config(demo_config_path(), [f"data.root={bench}", f"output_dir={tmp_path}", "train.iterations=2",
+                                           "data.batch_size=2", "depth.enabled=true", "train.accelerator=cpu",
+                                           "train.precision=bf16-mixed", "train.activation_checkpointing=true"])
+    metrics = train(cfg, progress=False)
+    assert metrics["step"] == 2
+    assert seen == [(True, torch.bfloat16, True)] * 2
