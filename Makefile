@@ -8,7 +8,7 @@ CPU_TORCH ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench bench-gpu clean
 
 $(VENV)/.rsmoe-installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: setup
 
 bench: setup
 	$(PY) benchmarks/run_all.py
+
+# on a machine with a GPU: the whole training step in bf16 (batch 2, 4, 8 and up to the largest that fits, compile
+# off and on), the depth encoder's share and `rsmoe predict` on an 8192² scene → benchmarks/results/gpu.json
+bench-gpu: setup
+	$(PY) benchmarks/gpu.py
 
 clean:
 	rm -rf runs .pytest_cache

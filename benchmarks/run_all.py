@@ -8,7 +8,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 SCRIPTS = ["bench_spectralmoe_layer.py", "bench_heads.py", "bench_backbones.py", "bench_dilated_attention.py",
-           "bench_predict.py"]
+           "bench_predict.py", "bench_train_step.py"]
 
 if __name__ == "__main__":
     failed = []

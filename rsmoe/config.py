@@ -152,6 +152,7 @@ class TrainConfig:
     lr_schedule: str = "poly"  # poly | multistep
     lr_milestones: list[int] = field(default_factory=list)  # multistep: iterations where lr is multiplied by lr_gamma
     lr_gamma: float = 0.1
+    activation_checkpointing: bool = False  # recompute each frozen block + plug-in call in backward (less memory)
 
 
 @dataclass

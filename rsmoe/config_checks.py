@@ -48,6 +48,9 @@ def check_config(cfg: Any) -> None:
     check_train(cfg.train)
     if cfg.model == "mpers":
         check_mpers(cfg.mpers)
+    if cfg.train.activation_checkpointing and cfg.model != "segmentor":
+        raise ConfigError(f"train.activation_checkpointing: only model: segmentor checkpoints its blocks, "
+                          f"got model: {cfg.model}; set it to false")
 
 
 def check_backbone(cfg: Any) -> None:

@@ -232,13 +232,13 @@ def test_top2_combine(combine):
 
 def test_grouped_compute_touches_each_token_once_per_chosen_expert(monkeypatch):
     rows = []
-    real = token_experts.expert_attention
+    real = token_experts.expert_weights
 
-    def counting(x, tokens, mode):
+    def counting(x, keys):
         rows.append(x.shape[0])
-        return real(x, tokens, mode)
+        return real(x, keys)
 
-    monkeypatch.setattr(token_experts, "expert_attention", counting)
+    monkeypatch.setattr(token_experts, "expert_weights", counting)
     x = torch.randn(50, 8)
     experts = torch.randint(0, 6, (50, 1))
     tokens = torch.randn(6, 5, 8)
@@ -360,3 +360,66 @@ def test_invalid_configs_are_clear_errors():
         SpectralMoE(num_layers=1, dim=4, use_depth=False, fusion="official")
     with pytest.raises(ValueError, match="top_k"):
         SpectralMoE(num_layers=1, dim=4, num_experts=2, top_k=3)
+
+
+# ------------------------------------------------- the grouped compute: gradients, shortcuts, bfloat16 autocast
+def per_token_refinement(x, experts, tokens, values, mode):
+    """Δ of every token with its own expert, one token at a time through autograd (no grouping, no sorting)."""
+    rows = []
+    for i in range(x.shape[0]):
+        attn = token_experts.expert_attention(x[i : i + 1], tokens[experts[i]], mode)
+        rows.append(attn[:, 1:] @ values[experts[i]])
+    return torch.cat(rows)
+
+
+@pytest.mark.parametrize("mode", ["official", "dot"])
+@pytest.mark.parametrize("assignment", ["mixed", "one_expert_empty_others", "all_to_one"])
+def test_grouped_refinement_gradients_match_per_token_autograd(mode, assignment):
+    d, m, num_e, t = 8, 5, 4, 23
+    x = torch.randn(t, d, dtype=torch.float64, requires_grad=True)
+    tokens = torch.randn(num_e, m, d, dtype=torch.float64, requires_grad=True)
+    values = torch.randn(num_e, m - 1, d, dtype=torch.float64, requires_grad=True)
+    experts = {"mixed": torch.randint(0, num_e, (t,)),
+               "one_expert_empty_others": torch.tensor([0, 2] * 11 + [2]),  # experts 1 and 3 get nothing
+               "all_to_one": torch.full((t,), 3)}[assignment]
+    out = token_experts.refine_grouped(x, experts[:, None], torch.ones(t, 1, dtype=torch.float64), tokens, values,
+                                       mode=mode)
+    ref = per_token_refinement(x, experts, tokens, values, mode)
+    torch.testing.assert_close(out, ref)
+    weight = torch.randn(t, d, dtype=torch.float64)
+    grads = torch.autograd.grad((out * weight).sum(), (x, tokens, values))
+    ref_grads = torch.autograd.grad((ref * weight).sum(), (x, tokens, values))
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r)
+
+
+@pytest.mark.parametrize("fusion", ["official", "cross_attention", "add"])
+def test_layer_under_bfloat16_autocast_is_close_to_float32(fusion):
+    """The plug-in runs under CPU bfloat16 autocast (train.precision: bf16-mixed) and stays near the float32 result."""
+    moe = randomised(SpectralMoE(num_layers=1, dim=32, num_experts=3, num_tokens=6, rank=4, gating="laplace",
+                                 fusion=fusion, query_dim=0), scale=0.1).train()
+    fv, fd = torch.randn(2, 20, 32), torch.randn(2, 20, 32)
+    with torch.random.fork_rng(devices=[]):
+        ref = moe(0, fv, fd)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = moe(0, fv, fd)
+    assert out.tokens.dtype == torch.float32  # the residual stream keeps its dtype
+    torch.testing.assert_close(out.tokens, ref.tokens, rtol=2e-2, atol=2e-2)
+    (out.tokens.square().mean() + out.loss).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in moe.parameters() if p.requires_grad)
+
+
+def test_official_gate_unchunked_path_and_bfloat16():
+    """Small B·N² takes the one-piece path (kept for backward, no recomputation); gradients are the full softmax's,
+    and under bfloat16 autocast the gate (a float32 result) stays within bfloat16 rounding of it."""
+    q = torch.randn(2, 40, 16, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 40, 16, dtype=torch.float64, requires_grad=True)
+    gate = diagonal_attention_gate(q, k)
+    full = torch.softmax(q @ k.transpose(1, 2) / 4.0, dim=-1).diagonal(dim1=1, dim2=2)
+    torch.testing.assert_close(gate, full)
+    for a, b in zip(torch.autograd.grad(gate.cos().sum(), (q, k)), torch.autograd.grad(full.cos().sum(), (q, k))):
+        torch.testing.assert_close(a, b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = diagonal_attention_gate(q.detach().float(), k.detach().float(), chunk=16)
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low.double(), full.detach(), rtol=0, atol=0.05)

@@ -48,7 +48,9 @@ class SegmentorOutput:
 class Segmentor(TrainablePartsMixin, nn.Module):
     """Frozen backbone (+ frozen depth model) → plug-in after every block → taps → head (see the module doc).
 
-    ``router_loss_weight``: weight of the plug-in's router (load-balancing) loss in :meth:`loss`."""
+    ``router_loss_weight``: weight of the plug-in's router (load-balancing) loss in :meth:`loss`.
+    ``activation_checkpointing``: recompute each frozen block with its plug-in call in the backward pass instead of
+    keeping their activations (``train.activation_checkpointing``; same gradients, less memory, one more forward)."""
 
     frozen_prefixes = FROZEN_PREFIXES
     count_children = ("adapter",)
@@ -61,6 +63,7 @@ class Segmentor(TrainablePartsMixin, nn.Module):
         depth: nn.Module | None = None,
         taps: list[int] | None = None,
         router_loss_weight: float = 1.0,
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         self.backbone = backbone
@@ -68,6 +71,7 @@ class Segmentor(TrainablePartsMixin, nn.Module):
         self.depth = depth
         self.head = head
         self.router_loss_weight = float(router_loss_weight)
+        self.activation_checkpointing = bool(activation_checkpointing)
         self.taps = list(taps) if taps is not None else default_taps(backbone.num_layers)
         self._check_parts()
 
@@ -101,21 +105,21 @@ class Segmentor(TrainablePartsMixin, nn.Module):
         grid = (image.shape[-2] // patch, image.shape[-1] // patch)
         depth_tokens = None
         if self.adapter is not None and self.adapter.use_depth:
-            with torch.no_grad():
-                depth_tokens = self.depth(image, wavelengths, grid)
-        losses: list[Tensor] = []
+            depth_tokens = self.depth(image, wavelengths, grid)  # frozen: never differentiated
+        losses: dict[int, Tensor] = {}  # by block: activation checkpointing calls refine again in the backward pass
 
         def refine(i: int, patches: Tensor) -> Tensor:
             out = self.adapter(i, patches, None if depth_tokens is None else depth_tokens[i])
-            losses.append(out.loss)
+            losses[i] = out.loss
             return out.tokens
 
         taps, ctx = self.backbone.patch_tokens(image, wavelengths, self.taps,
-                                               refine if self.adapter is not None else None)
+                                               refine if self.adapter is not None else None,
+                                               checkpoint_blocks=self.activation_checkpointing)
         pyramid = [tokens_to_map(t, ctx.grid) for t in taps]
         pyramid = [m if s == 1.0 else F.interpolate(m, scale_factor=s, mode="bilinear", align_corners=False)
                    for m, s in zip(pyramid, PYRAMID_SCALES, strict=True)]
-        moe_loss = torch.stack(losses).mean() if losses else image.new_zeros(())
+        moe_loss = torch.stack(list(losses.values())).mean() if losses else image.new_zeros(())
         return pyramid, moe_loss
 
     def run(self, image: Tensor, wavelengths: Tensor) -> SegmentorOutput:
@@ -221,4 +225,5 @@ def build_segmentor(cfg: Config, num_classes: int, wavelengths: list[float], cla
     taps = b.taps if b.taps is not None else default_taps(backbone.num_layers)
     head = segmentor_head(cfg, [backbone.embed_dim] * len(taps), num_classes, ignore_index)
     return Segmentor(backbone, head, adapter=adapter, depth=depth, taps=taps,
-                     router_loss_weight=cfg.adapter.loss_weight)
+                     router_loss_weight=cfg.adapter.loss_weight,
+                     activation_checkpointing=cfg.train.activation_checkpointing)

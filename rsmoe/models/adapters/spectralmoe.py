@@ -8,7 +8,7 @@ after its own block ℓ:
 2. each expert refines the tokens sent to it: Δf^v from the visual tokens, Δf^d from the depth tokens, with the
    experts' low-rank tokens shared by both modalities (:mod:`.token_experts`);
 3. the depth refinement steers the visual one: δ = fuse(Δf^v, Δf^d) (:mod:`.fusion`);
-4. Δf = delta(δ + f^v) and f^v ← f^v + α·Δf.
+4. Δf = delta(δ + f^v) and f^v ← f^v + α·Δf (computed as f^v + (α·W_delta)(δ + f^v) + α·b_delta).
 
 The router loss of the layer is 1000 · Σ_j [cv²(importance^j) + cv²(load^j)]; the model adds the mean over layers.
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .fusion import FUSIONS, fuse
@@ -156,9 +157,11 @@ class SpectralMoE(nn.Module):
                 )
             delta_d, loss_d = self._route_and_refine(layer, DEPTH, depth, tokens, values)
             loss = loss + loss_d
-        fused = fuse(delta_v, delta_d, self.fusion)
-        update = self.delta(fused + visual)
-        return AdapterOutput(tokens=visual + self.alpha * update, loss=LOAD_LOSS_SCALE * loss)
+        mixed = fuse(delta_v, delta_d, self.fusion, residual=visual)  # δ + f^v
+        # α folded into delta's weights: f + α·(W h + b) = f + (αW) h + αb scales d² weights instead of the B·N·d
+        # update, and keeps no scaled copy of the update for the backward pass
+        update = F.linear(mixed, self.alpha * self.delta.weight, self.alpha * self.delta.bias)
+        return AdapterOutput(tokens=visual + update, loss=LOAD_LOSS_SCALE * loss)
 
     def query_embeddings(self) -> Tensor | None:
         """m×q query positional embeddings for Mask2Former, or None without a link."""

@@ -72,6 +72,43 @@ def expert_attention(x: Tensor, tokens: Tensor, mode: str) -> Tensor:
     return torch.softmax(logits, dim=-1)
 
 
+def logit_operands(x: Tensor, tokens: Tensor, mode: str) -> tuple[Tensor, Tensor]:
+    """(row keys R, expert keys K) such that the expert logits of token n with expert e are R[n] @ K[e].
+
+    ``official``: R = Σ_c x_c (T×1) and K[e] = (Σ_c t_{e,i,c})/√d (E×1×m): the public logits see only the two sums,
+    so nothing T×d is gathered for them. ``dot``: R = x (T×d) and K[e] = T_eᵀ/√d (E×d×m)."""
+    scale = 1.0 / math.sqrt(x.shape[-1])
+    if mode == "official":
+        return x.sum(-1, keepdim=True), (tokens.sum(-1) * scale).unsqueeze(1)
+    if mode == "dot":
+        return x, tokens.transpose(1, 2) * scale
+    raise ValueError(f"unknown expert_logits {mode!r}; expected one of {EXPERT_LOGITS}")
+
+
+def expert_weights(rows: Tensor, keys: Tensor) -> Tensor:
+    """Attention weights (n×m, softmax over m) of n rows (n×c row keys) over one expert's m tokens (keys c×m)."""
+    return torch.softmax(rows @ keys, dim=-1)
+
+
+def grouped_refinement(rows: Tensor, experts: Tensor, keys: Tensor, values: Tensor) -> Tensor:
+    """Δ (R×d) of R rows, row r sent to expert ``experts[r]`` (R int64); ``rows`` R×c and ``keys`` E×c×m from
+    :func:`logit_operands`, ``values`` E×(m−1)×d.
+
+    The rows are sorted by expert once (one gather), each expert's block gets one softmax and one matmul against its
+    values, and the blocks go back to row order with one more gather; an expert that gets every row skips both."""
+    counts = torch.bincount(experts, minlength=values.shape[0]).tolist()
+    present = [e for e, c in enumerate(counts) if c]
+    if len(present) == 1:
+        e = present[0]
+        return expert_weights(rows, keys[e])[:, 1:] @ values[e]
+    order = torch.argsort(experts, stable=True)
+    blocks = rows.index_select(0, order).split(counts)
+    parts = [expert_weights(blocks[e], keys[e])[:, 1:] @ values[e] for e in present]
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel(), device=order.device)
+    return torch.cat(parts).index_select(0, inverse)
+
+
 def token_values(tokens: Tensor, t2f: nn.Module) -> Tensor:
     """E×m×d expert tokens → E×(m−1)×d values t2f(t_i) for i = 2..m (the first token is never summed)."""
     return t2f(tokens[:, 1:])
@@ -94,25 +131,14 @@ def refine_grouped(
     tokens routed to it.
     """
     num_tokens, k = experts.shape
+    rows, keys = logit_operands(x, tokens, mode)
     if k == 1:
-        out = x.new_zeros(x.shape)
-        flat_experts = experts[:, 0]
-        for e in torch.unique(flat_experts).tolist():
-            idx = (flat_experts == e).nonzero(as_tuple=True)[0]
-            attn = expert_attention(x[idx], tokens[e], mode)
-            out[idx] = attn[:, 1:] @ values[e]
-        return out
+        return grouped_refinement(rows, experts[:, 0], keys, values)
     if combine not in COMBINES:
         raise ValueError(f"unknown combine {combine!r}; expected one of {COMBINES}")
-    token_index = torch.arange(num_tokens, device=x.device).repeat_interleave(k)
-    flat_experts = experts.reshape(-1)
-    flat_gates = gates.reshape(-1)
-    slot_out = x.new_zeros(num_tokens * k, x.shape[-1])
-    for e in torch.unique(flat_experts).tolist():
-        sel = (flat_experts == e).nonzero(as_tuple=True)[0]
-        attn = expert_attention(x[token_index[sel]], tokens[e], mode)
-        slot_out[sel] = attn[:, 1:] @ values[e]
+    # slot j of token n is row n·k + j
+    slot_out = grouped_refinement(rows.repeat_interleave(k, dim=0), experts.reshape(-1), keys, values)
     slot_out = slot_out.reshape(num_tokens, k, -1)
     if combine == "weighted":
-        return (flat_gates.reshape(num_tokens, k, 1) * slot_out).sum(1)
+        return (gates.unsqueeze(-1) * slot_out).sum(1)
     return torch.logsumexp(slot_out, dim=1)

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass
@@ -79,24 +80,40 @@ class FrozenBackbone(FrozenModule):
         return torch.cat([prefix, patches], dim=1)
 
     def patch_tokens(self, image: Tensor, wavelengths: Tensor, taps: Sequence[int],
-                     refine: Callable[[int, Tensor], Tensor] | None = None) -> tuple[list[Tensor], BlockContext]:
+                     refine: Callable[[int, Tensor], Tensor] | None = None,
+                     checkpoint_blocks: bool = False) -> tuple[list[Tensor], BlockContext]:
         """Patch tokens B×N×d after each block in ``taps`` (ascending), and the context (``ctx.grid``).
 
         ``refine(i, patches) -> patches`` runs on the patch tokens after every block ``i`` (prefix tokens split off
         and re-attached unchanged): the plug-in loop of SpectralMoE and Rein. Without it, the blocks after the last
-        tap are skipped."""
+        tap are skipped.
+
+        ``checkpoint_blocks``: while autograd records, each block together with its ``refine`` call runs under
+        activation checkpointing (``torch.utils.checkpoint``, non-reentrant, the RNG state of the routers' noise
+        restored for the recomputation): only the B×(P+N)×d tokens entering each block are kept for the backward
+        pass, which runs the block and its plug-in call again. Values and gradients are those of the plain loop;
+        ``refine`` is called a second time per block during the backward pass (its side effects must tolerate it)."""
         tokens, ctx = self.embed(image, wavelengths)
         wanted = set(taps)
         last = self.num_layers - 1 if refine is not None else max(wanted)
         out = []
         for i in range(last + 1):
-            tokens = self.block(i, tokens, ctx)
-            if refine is not None:
-                prefix, patches = self.split_prefix(tokens)
-                tokens = self.join_prefix(prefix, refine(i, patches))
+            if checkpoint_blocks and torch.is_grad_enabled() and (refine is not None or tokens.requires_grad):
+                tokens = checkpoint(self.refined_block, i, tokens, ctx, refine, use_reentrant=False)
+            else:
+                tokens = self.refined_block(i, tokens, ctx, refine)
             if i in wanted:
                 out.append(self.split_prefix(tokens)[1])
         return out, ctx
+
+    def refined_block(self, index: int, tokens: Tensor, ctx: BlockContext,
+                      refine: Callable[[int, Tensor], Tensor] | None = None) -> Tensor:
+        """Block ``index`` on B×(P+N)×d tokens, then ``refine(index, patches)`` on its patch tokens (if given)."""
+        tokens = self.block(index, tokens, ctx)
+        if refine is None:
+            return tokens
+        prefix, patches = self.split_prefix(tokens)
+        return self.join_prefix(prefix, refine(index, patches))
 
     def forward_patch_tokens(self, image: Tensor, wavelengths: Tensor) -> list[Tensor]:
         """Patch tokens (B×N×d) after every block, without any adapter (used by tests and the depth branch)."""

@@ -164,25 +164,42 @@ class DepthEncoder(FrozenModule):
         rows = torch.tensor([select_rgb_bands(row) for row in wl], dtype=torch.long, device=image.device)
         return image[torch.arange(b, device=image.device)[:, None], rows]
 
-    @torch.no_grad()
     def forward(self, image: Tensor, wavelengths: Tensor | Sequence[float] | None,
                 grid: tuple[int, int]) -> list[Tensor]:
         """Patch tokens (B×N×d, prefix tokens dropped) after each of the ``num_layers`` blocks.
 
         ``grid`` is the VFM's (h, w) token grid for this image; a mismatch with this encoder's grid raises.
-        """
+
+        Frozen, so nothing is recorded for autograd (not even when the image requires grad): the blocks run under
+        ``torch.inference_mode`` (no version counters or view tracking), unless a parameter was unfrozen and grad
+        mode is on (then they run with autograd, so that parameter's gradient still flows). Inference tensors cannot be saved for backward, which the
+        plug-in's routers downstream do, so outside inference mode each layer's tokens are returned as an ordinary
+        (contiguous) copy, made as the blocks run (no second full set is held at once)."""
         rgb = self.rgb_input(image, wavelengths)
         own_grid = check_patch_divisible(rgb, self.patch_size, "DepthEncoder")
         if tuple(grid) != own_grid:
             raise ValueError(f"DepthEncoder grid {own_grid} (patch {self.patch_size}) differs from the VFM grid "
                              f"{tuple(grid)}; build it with target_patch_size equal to the VFM's patch size")
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            return self.encode(rgb, copy=False)
+        copy = not torch.is_inference_mode_enabled()
+        with torch.inference_mode():
+            return self.encode(rgb, copy=copy)
+
+    def encode(self, rgb: Tensor, copy: bool) -> list[Tensor]:
+        """The blocks on a B×3×H×W image → per-block patch tokens; ``copy``: each as an ordinary tensor (made
+        outside inference mode) rather than a view of the block's output."""
         dtype = self.embeddings.patch_embeddings.projection.weight.dtype
         tokens = self.embeddings(rgb.to(dtype))
         p = self.num_prefix_tokens
         out = []
         for layer in self.layers:
             tokens = layer(tokens)
-            out.append(tokens[:, p:])
+            if copy:
+                with torch.inference_mode(False):
+                    out.append(tokens[:, p:].clone(memory_format=torch.contiguous_format))
+            else:
+                out.append(tokens[:, p:])
         return out
 
 
