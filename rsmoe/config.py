@@ -64,7 +64,7 @@ class AdapterConfig:
     noisy: bool = True
     expert_logits: str = "official"  # official | dot
     fusion: str = "official"  # official | cross_attention | add
-    combine: str = "official"  # official | weighted (k > 1)
+    combine: str = "official"  # official | weighted | switch (router probability scales Δ: a task gradient)
     alpha_init: float = 1e-3
     query_link: bool = True  # only with head.type mask2former, the head that takes query embeddings
     loss_weight: float = 1.0  # weight of the router loss added to the task loss

@@ -210,7 +210,7 @@ def test_official_logits_depend_only_on_feature_sum():
                               token_experts.expert_attention(b, tokens, "dot"))
 
 
-@pytest.mark.parametrize("combine", ["official", "weighted"])
+@pytest.mark.parametrize("combine", ["official", "weighted", "switch"])
 def test_top2_combine(combine):
     d, m = 6, 4
     x = torch.randn(9, d, dtype=torch.float64)
@@ -228,6 +228,42 @@ def test_top2_combine(combine):
         else:
             ref = gates[i, 0] * parts[0] + gates[i, 1] * parts[1]
         torch.testing.assert_close(out[i].detach(), ref)
+
+
+def test_switch_combine_scales_by_full_softmax_probability():
+    """combine=switch: Δ of a token = p_e · Δ_e with p the softmax over all E router logits (eval: clean logits)."""
+    torch.manual_seed(5)
+    for k in (1, 2):
+        moe = randomised(SpectralMoE(num_layers=1, dim=6, num_experts=3, num_tokens=4, rank=2, top_k=k,
+                                     use_depth=False, fusion="none", combine="switch", query_dim=0)).double().eval()
+        x = torch.randn(1, 7, 6, dtype=torch.float64)
+        tokens = moe.experts.tokens(0).detach()
+        values = token_experts.token_values(tokens, moe.t2f).detach()
+        delta, _ = moe._route_and_refine(0, 0, x, tokens, values)
+        w_gate = moe.w_gate[0, 0].detach()
+        for n in range(7):
+            logits = x[0, n] @ w_gate  # softmax gating
+            probs = [math.exp(v) / sum(math.exp(u) for u in logits.tolist()) for v in logits.tolist()]
+            chosen = sorted(range(3), key=lambda e: -logits[e].item())[:k]
+            ref = sum(probs[e] * ref_refine_token(x[0, n], tokens[e], moe.t2f.weight.detach(),
+                                                  moe.t2f.bias.detach(), "official") for e in chosen)
+            torch.testing.assert_close(delta[0, n].detach(), ref)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_only_switch_gives_the_router_a_task_gradient(k):
+    """The public combination uses no gate value, so the routers learn only from the balancing loss; with
+    combine=switch the task loss reaches W_gate (and W_noise, through the noisy logits in training)."""
+    grads = {}
+    for combine in ("official", "switch"):
+        torch.manual_seed(0)
+        moe = randomised(SpectralMoE(num_layers=1, dim=8, num_experts=3, num_tokens=4, rank=2, top_k=k,
+                                     combine=combine, query_dim=0)).train()
+        fv, fd = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+        task = moe(0, fv, fd).tokens.square().sum()  # the task side only, no router loss
+        grads[combine] = torch.autograd.grad(task, [moe.w_gate, moe.w_noise], allow_unused=True)
+    assert grads["official"] == (None, None)
+    assert all(g is not None and g.abs().sum() > 0 for g in grads["switch"])
 
 
 def test_grouped_compute_touches_each_token_once_per_chosen_expert(monkeypatch):

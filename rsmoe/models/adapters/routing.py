@@ -36,11 +36,13 @@ class Routing:
     """Result of routing T tokens to k of E experts.
 
     experts: T×k int64 expert indices (best first); gates: T×k gate values (sum to 1 per token);
+    probs: T×E softmax over all E (noisy, when noise is used) logits (the Switch-style ``combine: switch`` gate);
     importance, load: (E,) float; loss: scalar cv²(importance) + cv²(load).
     """
 
     experts: Tensor
     gates: Tensor
+    probs: Tensor
     importance: Tensor
     load: Tensor
     loss: Tensor
@@ -121,4 +123,5 @@ def route(
         load = (dense > 0).sum(0).to(dense.dtype)
 
     loss = cv_squared(importance) + cv_squared(load)
-    return Routing(experts=experts, gates=gates, importance=importance, load=load, loss=loss)
+    return Routing(experts=experts, gates=gates, probs=torch.softmax(logits, dim=1), importance=importance,
+                   load=load, loss=loss)

@@ -53,7 +53,7 @@ class SpectralMoE(nn.Module):
         top_k: experts per token. gating: ``softmax | gaussian | laplace``; distance_p: the norm of ``laplace``.
         noisy: noisy gating while training. routing: False drops the routers (needs E = 1; Rein).
         use_depth: route and refine depth tokens and fuse them in. expert_logits: ``official | dot``.
-        fusion: ``official | cross_attention | add | none``. combine: ``official | weighted`` (k > 1 only).
+        fusion: ``official | cross_attention | add | none``. combine: ``official | weighted | switch`` (see :mod:`.token_experts`).
         alpha_init: initial α. query_dim: width of the query link's output (Mask2Former's 256); 0 = no link.
     """
 
@@ -132,7 +132,8 @@ class SpectralMoE(nn.Module):
                 noisy=self.noisy,
                 training=self.training,
             )
-            experts, gates, loss = r.experts, r.gates, r.loss
+            experts, loss = r.experts, r.loss
+            gates = r.probs.gather(1, experts) if self.combine == "switch" else r.gates
         else:
             experts = torch.zeros(b * n, 1, dtype=torch.long, device=x.device)
             gates = torch.ones(b * n, 1, dtype=x.dtype, device=x.device)

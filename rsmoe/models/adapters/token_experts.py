@@ -11,11 +11,15 @@ where a = softmax over all m tokens of the expert logits (the first token joins 
 - ``dot``:      logits_i = x · t_i / √d — the dot product the paper and Rein describe.
 
 Compute is grouped by expert: each expert only sees the tokens routed to it (never all E for every token).
-For k > 1 the per-expert refinements of a token are combined by ``combine``:
+The per-expert refinements of a token are combined by ``combine``:
 
 - ``official``: log Σ_e exp(Δ_e) over the chosen experts, without gate weights (the public combiner; identity for
-  k = 1);
-- ``weighted``: Σ_e gate_e · Δ_e.
+  k = 1). The router then gets no gradient from the task, only from the load-balancing loss;
+- ``weighted``: Σ_e gate_e · Δ_e, gates = softmax over the k kept logits (k = 1: the gate is 1, again no task
+  gradient);
+- ``switch``: Σ_e p_e · Δ_e over the chosen experts, p = softmax over **all** E router logits (Switch Transformer,
+  Fedus et al. 2021, eq. 2): the chosen expert's probability scales its refinement, so the router learns from the
+  task at every k. Not in the paper or the public code: an rsmoe option.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 EXPERT_LOGITS = ("official", "dot")
-COMBINES = ("official", "weighted")
+COMBINES = ("official", "weighted", "switch")
 
 
 class TokenExperts(nn.Module):
@@ -124,21 +128,23 @@ def refine_grouped(
     mode: str = "official",
     combine: str = "official",
 ) -> Tensor:
-    """Refinement Δ (T×d) of tokens x (T×d) routed to ``experts`` (T×k, gates T×k).
+    """Refinement Δ (T×d) of tokens x (T×d) routed to ``experts`` (T×k, gates T×k: for ``combine`` weighted the
+    softmax over the kept logits, for switch the full-softmax probabilities of the chosen experts).
 
     ``tokens``: E×m×d expert tokens (the attention keys); ``values``: E×(m−1)×d, t2f of every token but the first
     (:func:`token_values`; computed once per layer and shared by both modalities). Each expert computes only on the
     tokens routed to it.
     """
     num_tokens, k = experts.shape
-    rows, keys = logit_operands(x, tokens, mode)
-    if k == 1:
-        return grouped_refinement(rows, experts[:, 0], keys, values)
     if combine not in COMBINES:
         raise ValueError(f"unknown combine {combine!r}; expected one of {COMBINES}")
+    rows, keys = logit_operands(x, tokens, mode)
+    if k == 1:
+        delta = grouped_refinement(rows, experts[:, 0], keys, values)
+        return delta * gates if combine == "switch" else delta
     # slot j of token n is row n·k + j
     slot_out = grouped_refinement(rows.repeat_interleave(k, dim=0), experts.reshape(-1), keys, values)
     slot_out = slot_out.reshape(num_tokens, k, -1)
-    if combine == "weighted":
+    if combine in ("weighted", "switch"):
         return (gates.unsqueeze(-1) * slot_out).sum(1)
     return torch.logsumexp(slot_out, dim=1)
