@@ -19,13 +19,18 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="data/synthetic")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic benchmark")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--random-weights", action="store_true",
+                   help="random frozen models of the same shapes instead of the shipped pretrained ones (the same as "
+                        "--set backbone.pretrained=null --set depth.pretrained=null --set mpers.text_encoder=tiny)")
     p.add_argument("--no-progress", action="store_true")
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from .demo import RANDOM_WEIGHTS
     from .demo import run_demo as demo
 
-    demo(out=args.out, data_dir=args.data, overrides=args.overrides, seed=args.seed, progress=not args.no_progress)
+    overrides = [*(RANDOM_WEIGHTS if args.random_weights else ()), *args.overrides]
+    demo(out=args.out, data_dir=args.data, overrides=overrides, seed=args.seed, progress=not args.no_progress)
     return 0
 
 

@@ -150,8 +150,10 @@ def rgb_composite(image: np.ndarray, rgb_bands: list[int]) -> np.ndarray:
 
 
 def save_panel(path: Path, image_rgb: np.ndarray, truth: np.ndarray, predictions: dict[str, np.ndarray],
-               palette: list[list[int]], title: str, ignore_index: int = 255) -> Path:
-    """One row per sample: image, truth, one column per method's prediction. Written via a temporary file."""
+               palette: list[list[int]], title: str, ignore_index: int = 255,
+               classes: list[str] | None = None) -> Path:
+    """One row per sample: image, truth, one column per method's prediction; with ``classes`` a legend of the
+    class colours (and the ignore colour) under the panels. Written via a temporary file."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,7 +162,9 @@ def save_panel(path: Path, image_rgb: np.ndarray, truth: np.ndarray, predictions
     images = image_rgb if image_rgb.ndim == 4 else image_rgb[None]
     truths = truth if truth.ndim == 3 else truth[None]
     rows, cols = len(images), 2 + len(predictions)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows + 0.4), squeeze=False)
+    legend_height = 0.6 if classes else 0.0  # inches under the panels for the class legend
+    height = 2.2 * rows + 0.4 + legend_height
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, height), squeeze=False)
     for r in range(rows):
         panels = [("image", images[r]), ("truth", colourise(truths[r], palette, ignore_index))]
         panels += [(name, colourise(pred[r] if pred.ndim == 3 else pred, palette, ignore_index))
@@ -174,6 +178,14 @@ def save_panel(path: Path, image_rgb: np.ndarray, truth: np.ndarray, predictions
                 ax.set_title(name, fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    if classes:
+        from matplotlib.patches import Patch
+
+        handles = [Patch(facecolor=np.asarray(palette[i]) / 255.0, edgecolor="black", linewidth=0.5, label=name)
+                   for i, name in enumerate(classes)]
+        handles.append(Patch(facecolor="black", edgecolor="black", label=f"ignore ({ignore_index})"))
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=8, frameon=False)
+        fig.subplots_adjust(bottom=legend_height / height)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:

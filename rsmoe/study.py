@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .io.atomic import atomic_write_json
 
 TRAIN_SEED_OFFSET = 42
 
@@ -141,7 +142,7 @@ def run_point(study: Study, point: StudyPoint, seed: int, progress: bool) -> dic
     start = time.perf_counter()
     metrics = train(load_config(study.base, overrides), progress=progress)
     metrics["seconds"] = time.perf_counter() - start
-    done.write_text(json.dumps(metrics, indent=2, default=float, allow_nan=True))  # after model.safetensors
+    atomic_write_json(done, metrics)  # after model.safetensors: its presence marks a finished run
     return metrics
 
 

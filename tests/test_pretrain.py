@@ -105,7 +105,7 @@ def test_cli_documents_and_round_trips_the_recipe():
     from rsmoe.pretrain.cli import RECIPES
     from rsmoe.pretrain.recipes import command_line
 
-    parser = build_parser()
+    parser = build_parser("pretrain")
     for name in RECIPES:
         sub = parser._subparsers._group_actions[0].choices["pretrain"]._subparsers._group_actions[0].choices[name]
         text = sub.format_help()

@@ -72,7 +72,7 @@ def run_backbone(args: argparse.Namespace, folder: Path, log: Log) -> dict[str, 
     quality: dict[str, Any] = {}
     if not args.no_eval:
         from ..data.synthetic import synthesize
-        from .quality import DEMO_DATA_SEED, frozen_fpn_miou
+        from .quality import DEMO_DATA_SEED, QUALITY_ITERATIONS, frozen_fpn_miou
 
         data = synthesize(args.eval_data, seed=DEMO_DATA_SEED, show_progress=False,
                           datasets=("multispectral",))["multispectral"]
@@ -82,7 +82,8 @@ def run_backbone(args: argparse.Namespace, folder: Path, log: Log) -> dict[str, 
                     if log:
                         log(f"[eval] frozen + FPN, {name} backbone, band_init {band_init}")
                     quality[f"{name}/{band_init}"] = frozen_fpn_miou(weights, data, f"{runs}/{name}-{band_init}",
-                                                                     band_init=band_init)
+                                                                     band_init=band_init,
+                                                                     iterations=QUALITY_ITERATIONS)
     return {"result": result, "quality": quality, "arch": model.config.to_dict()}
 
 
