@@ -105,13 +105,13 @@ LEARN_TILES = {"GF-2": {"train": 16, "val": 8}, "GF-1": {"test": 1}, "PlanetScop
 
 def frozen_fpn_small(backbone, root, iterations=120, seed=0):
     """Source (GF-2 val) mIoU of an FPN head trained on the frozen backbone's cached pyramid (no augmentation)."""
-    from rsmoe.data.prepared import PreparedDataset
+    from rsmoe.data.prepared import PreparedDataset, load_dataset_info
     from rsmoe.engine.metrics import metrics_from_confusion, update_confusion
     from rsmoe.models.heads.fpn import FPNHead
     from rsmoe.models.segmentor import Segmentor
 
     def load(split):
-        ds = PreparedDataset(root, split=split, domains=["GF-2"])
+        ds = PreparedDataset(root, split=split, domains=["GF-2"], transform=load_dataset_info(root).normalizer())
         samples = [ds[i] for i in range(len(ds))]
         return torch.stack([s["image"] for s in samples]), torch.stack([s["mask"] for s in samples])
 

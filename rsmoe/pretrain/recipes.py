@@ -109,13 +109,13 @@ def run_depth(args: argparse.Namespace, folder: Path, log: Log) -> dict[str, Any
 
 def benchmark_height_rmse(model: Any, eval_data: str, train_mean: float) -> dict[str, float]:
     """Height RMSE on the synthetic GF-2 val tiles (their R, G, B bands, normalised as the dataset does)."""
-    from ..data.prepared import PreparedDataset
+    from ..data.prepared import PreparedDataset, load_dataset_info
     from ..data.synthetic import synthesize
     from ..sensors import rgb_band_indices
     from .quality import height_rmse
 
     root = synthesize(eval_data, seed=0, show_progress=False, datasets=("multispectral",))["multispectral"]
-    ds = PreparedDataset(root, split="val", domains=["GF-2"])
+    ds = PreparedDataset(root, split="val", domains=["GF-2"], transform=load_dataset_info(root).normalizer())
     samples = [ds[i] for i in range(len(ds))]
     rgb = rgb_band_indices([float(w) for w in samples[0]["wavelengths"]])
     images = torch.stack([s["image"][rgb] for s in samples])
