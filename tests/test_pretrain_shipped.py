@@ -138,3 +138,47 @@ def frozen_fpn_small(backbone, root, iterations=120, seed=0):
     with torch.no_grad():
         update_confusion(confusion, head.predict(head(fv), mv.shape[-2:]).argmax(1), mv, 255)
     return metrics_from_confusion(confusion, [str(c) for c in range(7)], [])["mIoU"]
+
+
+def test_shipped_backbone_learned_camera_invariant_patch_features():
+    """What the cross-sensor self-distillation teaches, measured on held-out ground (corpus seed 7, never trained
+    on) seen by two random cameras: the shipped backbone's last-layer patch tokens of the same ground agree
+    (centred cosine; a token's nearest token in the other rendering is the one at its own position) far more than
+    those of the same architecture with random weights. Measured when shipped: cosine 0.89 vs 0.66, retrieval 40 %
+    vs 18 %."""
+    from transformers import DINOv3ViTModel
+
+    from rsmoe.pretrain.backbone import backbone_config
+    from rsmoe.pretrain.corpus import build_corpus
+
+    corpus = build_corpus(seed=7, acquisitions=2, tiles_per_acquisition=8, paired=True)
+    views = torch.from_numpy(corpus.images), torch.from_numpy(corpus.images2)
+    torch.manual_seed(0)
+    models = {"pretrained": DINOv3ViTModel.from_pretrained(str(shipped_model("backbone")), local_files_only=True),
+              "random": DINOv3ViTModel(backbone_config())}
+    agreement = {}
+    for name, model in models.items():
+        skip = 1 + model.config.num_register_tokens
+        with torch.no_grad():
+            a, b = (model.eval()(pixel_values=v).last_hidden_state[:, skip:] for v in views)
+        a = torch.nn.functional.normalize(a - a.mean((0, 1)), dim=-1)
+        b = torch.nn.functional.normalize(b - b.mean((0, 1)), dim=-1)
+        retrieval = ((a @ b.transpose(1, 2)).argmax(-1) == torch.arange(a.shape[1])).float().mean()
+        agreement[name] = (float((a * b).sum(-1).mean()), float(retrieval))
+    (cos_p, ret_p), (cos_r, ret_r) = agreement["pretrained"], agreement["random"]
+    assert cos_p > cos_r + 0.15 and ret_p > ret_r + 0.10, agreement
+
+
+def test_frozen_shipped_backbone_trains_an_fpn_head(tmp_path):
+    """Frozen shipped backbone + FPN on 16 GF-2 tiles, 120 head iterations: the GF-2 val mIoU is far above chance
+    (1/7 of the classes). Measured when shipped: 47.0 / 46.5 % (head seeds 0 / 1), the same as random weights of
+    this shape (47.1 / 47.5 %): in this world a frozen patch-4 backbone's pretraining adds no source accuracy (see
+    the backbone's model card), so the test checks that the shipped weights train, not that they beat random."""
+    from rsmoe.data.synthetic import synthesize
+    from rsmoe.models.backbones import build_backbone
+
+    root = synthesize(tmp_path, seed=0, tile=64, tiles_per_domain=LEARN_TILES, show_progress=False,
+                      datasets=("multispectral",))["multispectral"]
+    backbone = build_backbone("dinov3", pretrained=shipped_model("backbone"), num_bands=4, band_init="cyclic",
+                              wavelengths=GF2_WAVELENGTHS)
+    assert frozen_fpn_small(backbone, root, iterations=120, seed=0) > 0.40
