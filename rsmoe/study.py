@@ -146,15 +146,24 @@ def run_point(study: Study, point: StudyPoint, seed: int, progress: bool) -> dic
     return metrics
 
 
-def run_study(study: Study, groups: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
-    """Every point × seed; returns ``{"points": [...], "runs": {label: {seed: metrics}}, "seconds": …}``."""
+def run_study(study: Study, groups: list[str] | None = None, progress: bool = True,
+              shard: tuple[int, int] = (1, 1)) -> dict[str, Any]:
+    """Every point × seed; returns ``{"points": [...], "runs": {label: {seed: metrics}}, "seconds": …}``.
+
+    ``shard`` (k, n): only every n-th (point, seed) run starting at the k-th (1-based), so n processes or machines
+    can share a study; a last call without a shard then reads every finished run and writes the report."""
     start = time.perf_counter()
     points = study.points(groups)
+    for seed in study.seeds:  # every world before any run, so that shards never write the same world
+        world_root(study, seed, progress)
     runs: dict[str, dict[int, dict]] = {}
-    for i, point in enumerate(points, 1):
-        for seed in study.seeds:
-            print(f"[study] {i}/{len(points)} {point.label} seed {seed}", flush=True)
-            runs.setdefault(point.label, {})[seed] = run_point(study, point, seed, progress)
+    k, n = shard
+    jobs = [(i, point, seed) for i, point in enumerate(points, 1) for seed in study.seeds]
+    for j, (i, point, seed) in enumerate(jobs):
+        if j % n != k - 1:
+            continue
+        print(f"[study] {i}/{len(points)} {point.label} seed {seed}", flush=True)
+        runs.setdefault(point.label, {})[seed] = run_point(study, point, seed, progress)
     return {"points": [p.__dict__ for p in points], "runs": runs, "seconds": time.perf_counter() - start}
 
 
@@ -171,11 +180,24 @@ def environment() -> dict[str, Any]:
 
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` → (K, N) with 1 ≤ K ≤ N; anything else is a one-line :class:`ConfigError`."""
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {text!r}: expected K/N, e.g. 1/2") from None
+    if not 1 <= k <= n:
+        raise ConfigError(f"--shard {text!r}: K must be between 1 and N")
+    return k, n
+
+
 def add_study_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study", required=True, help="study file (configs/studies/…)")
     p.add_argument("--quick", action="store_true", help="the study's quick variant (its `quick:` section)")
     p.add_argument("--groups", help="comma-separated groups to run (default: all)")
     p.add_argument("--list", action="store_true", help="print the points and their overrides, train nothing")
+    p.add_argument("--shard", metavar="K/N", help="train only the K-th of every N runs (N processes or machines "
+                   "share a study); then run once without --shard to write the report")
     p.add_argument("--report", help="Markdown report to write (default docs/results/<name>.md)")
     p.add_argument("--no-progress", action="store_true")
 
@@ -192,21 +214,32 @@ def run_study_from_args(args: argparse.Namespace) -> int:
         for p in study.points(groups):
             print(f"{p.label} [{', '.join(p.groups)}]\n    {' '.join(p.overrides)}")
         return 0
-    result = run_study(study, groups, progress=not args.no_progress)
+    shard = parse_shard(args.shard) if args.shard else (1, 1)
+    result = run_study(study, groups, progress=not args.no_progress, shard=shard)
+    if shard != (1, 1):
+        print(f"[study] shard {shard[0]}/{shard[1]} done; run without --shard to write the report")
+        return 0
     report = Path(args.report or f"docs/results/{study.name}.md")
     command = "rsmoe " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["study"] else \
         f"rsmoe study --study {args.study}{' --quick' if args.quick else ''}"
-    write_report(study, result, report, command, environment(), provenance(study))
+    write_report(study, result, report, command, environment(), provenance(study, groups))
     print(f"[study] report: {report}")
     return 0
 
 
-def provenance(study: Study) -> list[str]:
-    """Where the frozen weights of the base config come from (path and SHA-256 of local weights)."""
+def provenance(study: Study, groups: list[str] | None = None) -> list[str]:
+    """Where the frozen weights of the study's points come from (path and SHA-256 of local weights, or the seed of
+    random weights), one line per distinct frozen model."""
     from .config import load_config
     from .provenance import weights_provenance
 
-    cfg = load_config(study.base)
-    return weights_provenance(cfg)
+    lines: list[str] = []
+    for point in study.points(groups):
+        for line in weights_provenance(load_config(study.base, point.overrides)):
+            if line not in lines:
+                lines.append(line)
+    return lines
+
+
 __all__ = ["Study", "StudyPoint", "add_study_arguments", "environment", "load_study", "run_point", "run_study",
            "run_study_from_args", "world_root"]

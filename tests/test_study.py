@@ -19,7 +19,8 @@ def write_study(tmp_path, **extra):
     study = {
         "name": "tiny", "base": "../rsmoe_demo.yaml", "output_root": str(tmp_path / "runs"), "seeds": [0, 1],
         "world": {"dataset": "multispectral", "tile": 32, "tiles": TINY},
-        "set": {"train.iterations": 2, "data.batch_size": 2, "data.target_domains": ["GF-1", "Sentinel-2"]},
+        "set": {"train.iterations": 2, "data.batch_size": 2, "data.target_domains": ["GF-1", "Sentinel-2"],
+                "backbone.pretrained": None},  # random frozen weights: fast, and the provenance says so
         "groups": {"methods": {"frozen": {"adapter.type": "none"}, "rein": {"adapter.type": "rein"}},
                    "again": {"frozen-again": {"adapter.type": "none"}}},
         **extra,
@@ -74,3 +75,22 @@ def test_study_trains_every_point_and_seed_and_reports(tmp_path, capsys):
     before = (tmp_path / "runs" / "tiny" / "rein" / "seed0" / "model.safetensors").stat().st_mtime_ns
     assert main(["study", "--study", str(path), "--report", str(report), "--no-progress"]) == 0
     assert (tmp_path / "runs" / "tiny" / "rein" / "seed0" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_shards_split_the_runs_and_a_last_call_reports(tmp_path, capsys):
+    path = write_study(tmp_path)
+    report = tmp_path / "docs" / "tiny.md"
+    runs = tmp_path / "runs" / "tiny"
+    assert main(["study", "--study", str(path), "--shard", "1/2", "--no-progress"]) == 0
+    first = {p.parent.relative_to(runs).as_posix() for p in runs.glob("*/seed*/metrics.json")}
+    assert first == {"frozen/seed0", "rein/seed0"} and not report.exists()  # runs 1 and 3 of (point, seed) order
+    assert main(["study", "--study", str(path), "--shard", "2/2", "--no-progress"]) == 0
+    done = {p.parent.relative_to(runs).as_posix() for p in runs.glob("*/seed*/metrics.json")}
+    assert done == {"frozen/seed0", "frozen/seed1", "rein/seed0", "rein/seed1"}
+    stamps = {p: p.stat().st_mtime_ns for p in runs.glob("*/seed*/model.safetensors")}
+    assert main(["study", "--study", str(path), "--report", str(report), "--no-progress"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in runs.glob("*/seed*/model.safetensors")} == stamps  # nothing retrained
+    assert set(json.loads(report.with_suffix(".json").read_text())["runs"]) == {"frozen", "rein"}
+    for bad in ("3/2", "0/2", "x"):
+        assert main(["study", "--study", str(path), "--shard", bad]) == 2
+    assert "--shard" in capsys.readouterr().err
