@@ -18,6 +18,11 @@ from .shipped import resolve_weights
 from .sensors import RGB_CENTRES_UM
 
 
+#: keys ``save_pretrained`` writes about the file or derives from other fields, not config arguments
+SAVE_METADATA = ("model_type", "architectures", "transformers_version", "dtype", "torch_dtype", "stage_names",
+                 "_name_or_path")
+
+
 def _shape_only(section_cfg, what: str) -> None:
     """Replace a pretrained reference by the shapes of its config.json (weights are never read)."""
     if section_cfg.pretrained:
@@ -27,7 +32,8 @@ def _shape_only(section_cfg, what: str) -> None:
         cfg_file = path / "config.json" if path.is_dir() else None
         if cfg_file is not None and cfg_file.is_file():
             try:
-                section_cfg.config = {**json.loads(cfg_file.read_text()), **section_cfg.config}
+                saved = {k: v for k, v in json.loads(cfg_file.read_text()).items() if k not in SAVE_METADATA}
+                section_cfg.config = {**saved, **section_cfg.config}
             except (OSError, UnicodeDecodeError, ValueError) as exc:
                 raise CheckpointError(f"{cfg_file}: not a readable config.json ({one_line(exc)})") from None
         elif cfg_file is not None:
@@ -42,8 +48,14 @@ def meta_model(cfg: Config, num_classes: int, wavelengths: list[float] | None = 
     if cfg.depth.enabled:
         _shape_only(cfg.depth, "depth")
     cfg.depth.pretrained = None
+    text_encoder = None
+    if cfg.model == "mpers" and cfg.mpers.text_dim is None and cfg.mpers.lqga_stages:
+        from .text.encoders import text_encoder_for  # d_t comes from the encoder: load it (frozen, not counted)
+
+        text_encoder = text_encoder_for(cfg.mpers)
     with torch.device("meta"):
-        return build_model(cfg, num_classes, wavelengths or list(RGB_CENTRES_UM), load_text_encoder=False)
+        return build_model(cfg, num_classes, wavelengths or list(RGB_CENTRES_UM), load_text_encoder=False,
+                           text_encoder=text_encoder)
 
 
 def count_parameters(cfg: Config, num_classes: int = 24) -> dict:

@@ -20,7 +20,8 @@ def tiny_point_config(point, bench, out):
     demo = read_yaml(demo_config_path())
     data = read_yaml(point.base)
     tiny = [f"{k}={json.dumps(demo[k])}" for k in ("backbone", "data", "mpers")]
-    tiny += [f"data.root={bench}", f"output_dir={out}", "train.iterations=1", "data.batch_size=2", "eval.mode=whole"]
+    tiny += [f"data.root={bench}", f"output_dir={out}", "train.iterations=1", "data.batch_size=2", "eval.mode=whole",
+             'mpers.text_encoder="tiny"']
     for assignment in tiny:
         apply_override(data, assignment)
     for assignment in point.overrides:

@@ -124,7 +124,8 @@ def test_adapter_config_fields_reach_the_blocks_and_load_pretrained(tmp_path):
     out = tmp_path / "stage0.safetensors"
     _convert(_save(tmp_path, sd), out, "--stage", 0)
     cfg = load_config(demo_config_path(), [
-        "model=mpers", "mpers.neck_channels=[32, 24]", "mpers.ldpe_widths=[8, 8, 16, 24]", "mpers.text_dim=16",
+        "model=mpers", "mpers.neck_channels=[32, 24]", "mpers.ldpe_widths=[8, 8, 16, 24]",
+        "mpers.text_encoder=tiny", "mpers.text_dim=16",
         "mpers.linguistic_heads=2", "mpers.gate_hidden=8", "mpers.decoder_channels=[16, 16, 8]",
         "mpers.adapter_heads=3", "mpers.adapter_blocks=2", "mpers.adapter_branches=[dino, ldpe]",
         "mpers.adapter_norm_eps=1.0e-6", "mpers.adapter_qkv_bias=false", "mpers.adapter_dilations=[1, 2, 3]",

@@ -108,7 +108,8 @@ def test_a_version_1_checkpoint_is_migrated_when_read(bench, tmp_path):
     from rsmoe.errors import CheckpointError
 
     overrides = [f"data.root={bench}", f"output_dir={tmp_path / 'run'}", "train.iterations=1", "data.batch_size=2",
-                 "data.target_domains=[GF-1]", "model=mpers", "mpers.text_dim=16", "mpers.neck_channels=[16, 16]",
+                 "data.target_domains=[GF-1]", "model=mpers", "mpers.text_encoder=tiny",
+                 "mpers.text_dim=16", "mpers.neck_channels=[16, 16]",
                  "mpers.ldpe_widths=[8, 8, 8, 8]", "mpers.adapter_heads=2", "mpers.linguistic_heads=2",
                  "mpers.gate_hidden=8", "mpers.decoder_channels=[8, 8, 8]", "mpers.eval_captions=none"]
     train(load_config(demo_config_path(), overrides), progress=False)

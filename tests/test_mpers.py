@@ -262,8 +262,8 @@ def test_tiny_mpers_learns_one_batch_and_keeps_frozen_parts_frozen():
 
 # ------------------------------------------------------------------------------ engine: training, captions at eval
 TINY_MPERS = ["model=mpers", "mpers.neck_channels=[32, 16]", "mpers.ldpe_widths=[8, 8, 16, 16]",
-              "mpers.adapter_heads=2", "mpers.text_dim=16", "mpers.linguistic_heads=2", "mpers.gate_hidden=8",
-              "mpers.decoder_channels=[16, 16, 8]"]
+              "mpers.adapter_heads=2", "mpers.text_encoder=tiny", "mpers.text_dim=16", "mpers.linguistic_heads=2",
+              "mpers.gate_hidden=8", "mpers.decoder_channels=[16, 16, 8]"]
 def mpers_cfg(bench, out, *extra):
     from rsmoe.config import load_config
     from rsmoe.demo import demo_config_path
