@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,6 +81,23 @@ def write_eval_report(path: str | Path, metrics: dict, title: str = "Evaluation"
         raise OutputError(f"cannot write {path}: {describe(exc)}") from None
 
 
+def save_png(fig: Any, path: str | Path) -> Path:
+    """Write a matplotlib figure as a PNG atomically (temporary name, then rename) and close it; an unwritable
+    ``path`` is a one-line :class:`OutputError`."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {describe(exc)}") from None
+    finally:
+        plt.close(fig)
+    return path
+
+
 def read_loss_log(path: str | Path) -> dict[str, list[float]]:
     """The columns of a ``train_log.csv`` (``step``, ``loss…``, ``lr``) as float lists; rows that do not parse
     (a line torn by a kill) end the read."""
@@ -121,14 +139,7 @@ def save_loss_curve(log: str | Path, path: str | Path, title: str = "training lo
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {describe(exc)}") from None
-    finally:
-        plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def colourise(mask: np.ndarray, palette: list[list[int]], ignore_index: int = 255) -> np.ndarray:
@@ -186,12 +197,4 @@ def save_panel(path: Path, image_rgb: np.ndarray, truth: np.ndarray, predictions
         handles.append(Patch(facecolor="black", edgecolor="black", label=f"ignore ({ignore_index})"))
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=8, frameon=False)
         fig.subplots_adjust(bottom=legend_height / height)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {describe(exc)}") from None
-    finally:
-        plt.close(fig)
-    return path
+    return save_png(fig, path)

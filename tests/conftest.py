@@ -24,3 +24,13 @@ def bench(tmp_path_factory):
     synthesize(root, seed=0, tile=32, tiles_per_domain=SMALL_BENCHMARK, show_progress=False,
                datasets=("multispectral",))
     return root / "multispectral"
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (tiny models gain nothing from a second thread, and lose much on a busy
+    machine); modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -12,13 +12,7 @@ from rsmoe.engine.checkpoints import load_checkpoint
 from rsmoe.engine.runner import evaluate, evaluate_checkpoint, train
 from rsmoe.models.segmentor import build_segmentor
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tiny models gain nothing from a second thread, and lose much on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_cfg(bench, out, *extra):

@@ -28,13 +28,7 @@ from rsmoe.errors import OutputError, TrainingError
 AUGMENT = "data.augment={crop: 24, hflip: 0.5, vflip: 0.5, photometric: true}"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tiny models gain nothing from a second thread, and lose much on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_cfg(bench, out, *extra):
