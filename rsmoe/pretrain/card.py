@@ -171,7 +171,8 @@ def card_markdown(kind: str, record: dict[str, Any], notes: str = "") -> str:
         "not OpenAI CLIP): it has seen only rsmoe's synthetic world, so it lets the demo, the tests and seeded studies "
         "measure real pretrained-versus-random behaviour on a machine without downloads. For real work, convert "
         "and load the released weights instead (`rsmoe convert --list`).", "",
-        "## Use", "", "```yaml", usage.format(folder=f"<this folder>"), "```", "",
+        "## Use", "", "```yaml", usage.format(folder=f"rsmoe:{kind}   # the installed copy; or this folder's path"),
+        "```", "",
         "## Recipe", "", "Reproduce on a CPU (the result is bitwise identical for the same torch build and thread "
         "count):", "", "```bash", record["command"], "```", "",
         f"- steps: {record['steps']}, final training values: "
