@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from ..io.atomic import FILE_MODE
-from ..text.encoders import quiet_transformers
+from ..hf_logging import quiet_transformers
 from .card import write_card
 from .cli import HELD_OUT_ACQUISITIONS, RECIPES
 

@@ -226,7 +226,8 @@ class TransformersCaptioner:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        from rsmoe.text.encoders import check_tokenizer, model_folder, quiet_transformers
+        from rsmoe.hf_logging import quiet_transformers
+        from rsmoe.text.encoders import check_tokenizer, model_folder
 
         folder, _ = model_folder(model_dir, "TransformersCaptioner")
         with quiet_transformers():

@@ -21,14 +21,14 @@ folder is checked, because ``from_pretrained`` can silently return a tokenizer w
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
+from ..hf_logging import quiet_transformers
 from ..seeding import seeded
 from ..shipped import resolve_weights
 
@@ -140,23 +140,6 @@ def encode_chunked(
 # ----------------------------------------------------------------------------------------------------------------
 # Loading helpers
 # ----------------------------------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' load reports and progress bars (e.g. the ignored vision keys of a CLIP folder)."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
-
 
 def model_folder(path: str | Path, what: str) -> tuple[Path, dict[str, Any]]:
     """``path`` (or a shipped model, ``rsmoe:clip``) and its ``config.json``; one-line errors when it is not a local

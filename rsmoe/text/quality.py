@@ -17,10 +17,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from rsmoe.hf_logging import quiet_transformers
 from rsmoe.seeding import seeded
-
 from rsmoe.text.encoders import (
-    check_tokenizer, encode_chunked, load_tokenizer, model_folder, quiet_transformers, tiny_clip_tokenizer,
+    check_tokenizer, encode_chunked, load_tokenizer, model_folder, tiny_clip_tokenizer,
 )
 
 DEFAULT_TAU = 0.55

@@ -36,6 +36,7 @@ from .bands import select_rgb_bands
 from .base import FrozenModule
 from .dinov3 import check_architecture, check_patch_divisible, config_from_dict, require_dir, square_patch_size
 from ...errors import CheckpointError
+from ...hf_logging import no_progress_bars
 from ...seeding import seeded
 
 
@@ -139,7 +140,8 @@ class DepthEncoder(FrozenModule):
         if model_type not in loaders:
             raise CheckpointError(f"{path}: unsupported model_type {model_type!r} for the depth encoder; "
                              f"expected one of {sorted(loaders)}")
-        model = loaders[model_type].from_pretrained(path, local_files_only=True, dtype=torch.float32)
+        with no_progress_bars():
+            model = loaders[model_type].from_pretrained(path, local_files_only=True, dtype=torch.float32)
         backbone = getattr(model, "backbone", model)
         check_architecture(backbone.config, expect, f"depth checkpoint {path}")
         return cls.from_backbone(backbone, target_patch_size=target_patch_size)

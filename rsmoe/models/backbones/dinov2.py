@@ -28,6 +28,7 @@ from .dinov3 import (
     square_patch_size,
 )
 from ...errors import CheckpointError
+from ...hf_logging import no_progress_bars
 from ...seeding import seeded
 
 Dinov2Like = Dinov2Model | Dinov2WithRegistersModel
@@ -106,7 +107,8 @@ class DINOv2Backbone(FrozenBackbone):
             model_cls = Dinov2Model
         else:
             raise CheckpointError(f"{path}: expected a dinov2 checkpoint, found model_type={cfg.model_type!r}")
-        model = model_cls.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+        with no_progress_bars():
+            model = model_cls.from_pretrained(path, local_files_only=True, dtype=torch.float32)
         check_architecture(model.config, expect, f"DINOv2 checkpoint {path}")
         return cls(model, num_bands=num_bands, band_init=band_init, wavelengths=wavelengths)
 

@@ -27,6 +27,7 @@ from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
 from .bands import BandInit, adapt_patch_kernel
 from ...errors import CheckpointError, ConfigError, MissingFileError
+from ...hf_logging import no_progress_bars
 from ...io.torch_files import check_keys, read_state_dict
 from ...seeding import seeded
 from .base import BlockContext, FrozenBackbone
@@ -228,7 +229,8 @@ class DINOv3Backbone(FrozenBackbone):
         fields the checkpoint must agree with (architecture fields only, see :func:`check_architecture`).
         """
         path = require_dir(path, "DINOv3")
-        model = DINOv3ViTModel.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+        with no_progress_bars():
+            model = DINOv3ViTModel.from_pretrained(path, local_files_only=True, dtype=torch.float32)
         check_architecture(model.config, expect, f"DINOv3 checkpoint {path}")
         return cls(model, num_bands=num_bands, band_init=band_init, wavelengths=wavelengths)
 
