@@ -401,14 +401,14 @@ def read_manifest(root: str | Path) -> list[dict[str, Any]]:
         if tuple(reader.fieldnames or ()) not in (MANIFEST_COLUMNS, MANIFEST_COLUMNS + (HEIGHT_COLUMN,)):
             raise DataError(f"{path}: columns {reader.fieldnames}, expected {list(MANIFEST_COLUMNS)} (optionally "
                             f"followed by {HEIGHT_COLUMN!r})")
-        rows = [_manifest_row(r, path, reader.line_num) for r in reader]
+        rows = [_manifest_row(r, path, reader.line_num, reader.fieldnames) for r in reader]
     return rows
 
 
-def _manifest_row(r: dict[str, Any], path: Path, line: int) -> dict[str, Any]:
-    if None in r or any(r.get(c) is None for c in MANIFEST_COLUMNS) or not r["image"] or not r["mask"]:
-        raise DataError(f"{path}, line {line}: expected {len(MANIFEST_COLUMNS)} fields "
-                        f"({','.join(MANIFEST_COLUMNS)}), the row is truncated or has extra fields")
+def _manifest_row(r: dict[str, Any], path: Path, line: int, columns: Sequence[str]) -> dict[str, Any]:
+    if None in r or any(r.get(c) is None for c in columns) or not r["image"] or not r["mask"]:
+        raise DataError(f"{path}, line {line}: expected {len(columns)} fields ({','.join(columns)}), the row is "
+                        "truncated or has extra fields")
     try:
         r["row"], r["col"] = int(r["row"]), int(r["col"])
     except ValueError:

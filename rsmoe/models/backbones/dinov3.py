@@ -119,6 +119,10 @@ def check_architecture(loaded: Any, requested: Mapping[str, Any] | None, what: s
     e.g. ``image_size`` or ``layerscale_value``, are ignored: the checkpoint's own values rule)."""
     if not requested:
         return
+    unknown = sorted(k for k in requested if k not in _CONFIG_EXTRAS and not hasattr(loaded, k)
+                     and not (k == "intermediate_size" and hasattr(loaded, "mlp_ratio")))
+    if unknown:
+        raise ConfigError(f"{what}: unknown config keys {unknown}")
     diffs = []
     for key in ARCHITECTURE_KEYS:
         if key in requested:
