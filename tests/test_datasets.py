@@ -20,6 +20,7 @@ import pytest
 import rasterio
 from rasterio.transform import Affine
 
+from conftest import TINY_RANDOM_MODEL
 from fixtures import releases as R
 from fixtures.checks import assert_failed_cleanly, read
 from rsmoe.config import load_config, read_yaml
@@ -38,22 +39,12 @@ DEMO = REPO / "rsmoe" / "resources" / "demo.yaml"
 TILE = R.TILE
 
 
-#: a tiny random frozen model (patch 8): these tests check the data path, not the shipped models
-TINY_FROZEN = {
-    "backbone": {"kind": "dinov3", "pretrained": None, "band_init": "cyclic", "seed": 0, "taps": [0, 1, 2, 3],
-                 "config": {"hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4,
-                            "intermediate_size": 128, "patch_size": 8, "num_register_tokens": 4, "image_size": 64}},
-    "depth": {"enabled": False, "pretrained": None, "seed": 1,
-              "config": {"hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4,
-                         "intermediate_size": 128, "patch_size": 14, "image_size": 70}},
-}
-
-
 def tiny_overrides(prepared: Path, out: Path, iterations: int = 2) -> list[str]:
     """`--set` overrides that swap a task config's model for a tiny random one with the demo's heads and shrink
     the run."""
-    demo = {**read_yaml(DEMO), **TINY_FROZEN}
-    demo["mpers"] = {**demo["mpers"], "text_encoder": "tiny", "text_dim": 32}
+    demo = read_yaml(DEMO)
+    for section, values in TINY_RANDOM_MODEL.items():  # a tiny random model: these tests check the data path
+        demo[section] = {**demo[section], **values}
     sets = [f"{k}={json.dumps({'_replace_': True, **demo[k]})}" for k in ("backbone", "depth", "adapter", "head", "mpers")]
     return sets + [f"data.root={prepared}", f"output_dir={out}", f"train.iterations={iterations}",
                    "data.batch_size=2", "data.eval_batch_size=8", "data.augment={hflip: 0.5}", "eval.mode=whole",

@@ -131,7 +131,9 @@ def save_tiny_checkpoint(bench: Path, path: Path, seed: int = 0) -> Path:
     from rsmoe.engine.checkpoints import save_checkpoint
     from rsmoe.engine.runner import build_for_config
 
-    model, meta = build_for_config(load_config(demo_config_path(), [f"data.root={bench}"]))
+    from conftest import TINY_RANDOM
+
+    model, meta = build_for_config(load_config(demo_config_path(), [*TINY_RANDOM, f"data.root={bench}"]))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param in model.parameters():

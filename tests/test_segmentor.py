@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from conftest import TINY_RANDOM
 from rsmoe.config import load_config
 from rsmoe.demo import demo_config_path
 from rsmoe.models.segmentor import build_segmentor
@@ -10,7 +11,7 @@ WAVELENGTHS = [0.485, 0.555, 0.66, 0.83]  # B, G, R, NIR
 
 
 def tiny(adapter: str, depth: bool = False, **extra):
-    overrides = [f"adapter.type={adapter}", f"depth.enabled={str(depth).lower()}"]
+    overrides = [*TINY_RANDOM, f"adapter.type={adapter}", f"depth.enabled={str(depth).lower()}"]
     overrides += [f"{k}={v}" for k, v in extra.items()]
     return build_segmentor(load_config(demo_config_path(), overrides), num_classes=5, wavelengths=WAVELENGTHS)
 
