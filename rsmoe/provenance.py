@@ -2,20 +2,12 @@
 its weights, or random weights drawn from a seed."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
+from .io.digest import file_sha256
+
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 (hex) of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def describe_weights(what: str, pretrained: str | None, seed: int | None = None) -> str:
@@ -48,4 +40,4 @@ def weights_provenance(cfg: Any) -> list[str]:
     return lines
 
 
-__all__ = ["describe_weights", "file_sha256", "weights_provenance"]
+__all__ = ["describe_weights", "weights_provenance"]

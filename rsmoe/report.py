@@ -81,7 +81,7 @@ def write_eval_report(path: str | Path, metrics: dict, title: str = "Evaluation"
         raise OutputError(f"cannot write {path}: {describe(exc)}") from None
 
 
-def save_png(fig: Any, path: str | Path) -> Path:
+def save_png(fig: Any, path: str | Path, dpi: int = 100) -> Path:
     """Write a matplotlib figure as a PNG atomically (temporary name, then rename) and close it; an unwritable
     ``path`` is a one-line :class:`OutputError`."""
     import matplotlib.pyplot as plt
@@ -90,7 +90,7 @@ def save_png(fig: Any, path: str | Path) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
+            fig.savefig(tmp, dpi=dpi, format="png")
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {describe(exc)}") from None
     finally:

@@ -128,8 +128,9 @@ def world_root(study: Study, seed: int, progress: bool) -> Path:
     return root / dataset
 
 
-def run_point(study: Study, point: StudyPoint, seed: int, progress: bool) -> dict[str, Any]:
-    """Train and evaluate one point at one seed (or read the finished run's metrics)."""
+def run_point(study: Study, point: StudyPoint, seed: int, root: Path, progress: bool) -> dict[str, Any]:
+    """Train and evaluate one point at one seed on the prepared world ``root`` (or read the finished run's
+    metrics)."""
     from .config import load_config
     from .engine.runner import train
 
@@ -137,7 +138,7 @@ def run_point(study: Study, point: StudyPoint, seed: int, progress: bool) -> dic
     done = out / "metrics.json"
     if done.is_file():
         return json.loads(done.read_text())
-    overrides = [*point.overrides, f"data.root={world_root(study, seed, progress)}", f"output_dir={out}",
+    overrides = [*point.overrides, f"data.root={root}", f"output_dir={out}",
                  f"train.seed={TRAIN_SEED_OFFSET + seed}", f"name={study.name}/{point.label}/seed{seed}"]
     start = time.perf_counter()
     metrics = train(load_config(study.base, overrides), progress=progress)
@@ -154,8 +155,8 @@ def run_study(study: Study, groups: list[str] | None = None, progress: bool = Tr
     can share a study; a last call without a shard then reads every finished run and writes the report."""
     start = time.perf_counter()
     points = study.points(groups)
-    for seed in study.seeds:  # every world before any run, so that shards never write the same world
-        world_root(study, seed, progress)
+    # every world before any run, so that shards never write the same world
+    roots = {seed: world_root(study, seed, progress) for seed in study.seeds}
     runs: dict[str, dict[int, dict]] = {}
     k, n = shard
     jobs = [(i, point, seed) for i, point in enumerate(points, 1) for seed in study.seeds]
@@ -163,7 +164,7 @@ def run_study(study: Study, groups: list[str] | None = None, progress: bool = Tr
         if j % n != k - 1:
             continue
         print(f"[study] {i}/{len(points)} {point.label} seed {seed}", flush=True)
-        runs.setdefault(point.label, {})[seed] = run_point(study, point, seed, progress)
+        runs.setdefault(point.label, {})[seed] = run_point(study, point, seed, roots[seed], progress)
     return {"points": [p.__dict__ for p in points], "runs": runs, "seconds": time.perf_counter() - start}
 
 

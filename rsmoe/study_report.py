@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from .io.atomic import atomic_path, atomic_write_json, atomic_write_text
+from .io.atomic import atomic_write_json, atomic_write_text
+from .report import save_png
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -75,10 +76,7 @@ def bar_plot(path: Path, stats: dict[str, dict], labels: list[str], title: str) 
     ax.legend(fontsize=7, ncol=min(len(labels), 4), loc="upper right")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=110)
 
 
 def write_report(study: Any, result: dict[str, Any], report: Path, command: str, env: dict[str, Any],

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from rsmoe.cli import main
-from rsmoe.provenance import file_sha256
+from rsmoe.io.digest import file_sha256
 from rsmoe.shipped import shipped_folder
 
 VARIANTS = {"frozen", "rein", "spectralmoe", "spectralmoe-paper", "mpers"}

@@ -15,7 +15,7 @@ MAX_BYTES = 8 * 1024 * 1024
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_card_records_the_weights(name):
-    from rsmoe.pretrain.card import sha256
+    from rsmoe.io.digest import file_sha256 as sha256
 
     folder = shipped_model(name)
     record = json.loads((folder / "recipe.json").read_text())

@@ -14,7 +14,8 @@ from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
 from ..io.torch_files import check_keys, read_state_dict, short_list
-from .output import atomic_directory, check_output
+from ..io.atomic import atomic_directory
+from .output import check_output
 
 
 # ================================================================================================================

@@ -12,7 +12,8 @@ from torch import Tensor
 
 from ..errors import CheckpointError, ConfigError
 from ..io.torch_files import check_keys
-from .output import atomic_directory, check_output
+from ..io.atomic import atomic_directory
+from .output import check_output
 
 
 # ================================================================================================================

@@ -196,7 +196,7 @@ def load_prediction_model(path: str | Path, device: str = "cpu"):
     ``min_size`` is two patches: the feature pyramid of every rsmoe model has a level at half the patch grid,
     which a one-patch input would shrink to nothing."""
     from ..predict import PredictionModel
-    from ..predict.outputs import file_sha256
+    from ..io.digest import file_sha256
 
     model, meta = load_checkpoint(path, device)
     return PredictionModel(

@@ -1,5 +1,6 @@
-"""File input and output shared by every part of rsmoe: atomic writes (:mod:`rsmoe.io.atomic`) and safe reading
-of PyTorch weight files (:mod:`rsmoe.io.torch_files`; torch is imported only when a file is read)."""
+"""File input and output shared by every part of rsmoe: atomic writes (:mod:`rsmoe.io.atomic`), file digests
+(:mod:`rsmoe.io.digest`) and safe reading of PyTorch weight files (:mod:`rsmoe.io.torch_files`; torch is imported
+only when a file is read)."""
 from __future__ import annotations
 
 from .atomic import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_dir

@@ -82,4 +82,34 @@ def atomic_write_json(path: str | os.PathLike, data: Any, fsync: bool = True) ->
     return atomic_write_text(path, json.dumps(data, indent=2, default=float, allow_nan=True) + "\n", fsync=fsync)
 
 
-__all__ = ["FILE_MODE", "atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "fsync_dir"]
+@contextlib.contextmanager
+def atomic_directory(out: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary directory beside ``out``; when the block ends without error its files get mode
+    ``FILE_MODE`` and it replaces ``out`` (an existing ``out`` is moved aside first and deleted after the rename). On
+    error the temporary directory is deleted and ``out`` is untouched."""
+    import shutil
+
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                path.chmod(FILE_MODE)
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+        fsync_dir(out.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        elif old.exists():
+            old.unlink()
+
+
+__all__ = ["FILE_MODE", "atomic_directory", "atomic_path", "atomic_write_bytes", "atomic_write_json",
+           "atomic_write_text", "fsync_dir"]

@@ -3,13 +3,13 @@ that the output folder can take them, and which finished outputs ``--resume`` ma
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 
 from ..errors import one_line
+from ..io.digest import file_sha256
 from .model import PredictError, PredictionModel
 
 #: The rasters of a scene whose size and SHA-256 the summary records (``files``) and ``--resume`` checks.
@@ -67,15 +67,6 @@ def make_output_dir(out_dir: Path) -> None:
         raise PredictError(f"--out {out_dir}: cannot create the folder ({one_line(exc.strerror or exc)})") from None
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 (hex) of a file's bytes, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def file_record(path: Path) -> dict:
     """What a summary records of a finished output file: its path, size in bytes and SHA-256."""
     return {"path": str(path), "bytes": Path(path).stat().st_size, "sha256": file_sha256(path)}
@@ -111,5 +102,5 @@ def reusable_summary(out_dir: Path, scene: Path, pm: PredictionModel, probabilit
     return stored
 
 
-__all__ = ["RASTER_KINDS", "check_output_dir", "file_record", "file_sha256", "make_output_dir", "output_paths",
+__all__ = ["RASTER_KINDS", "check_output_dir", "file_record", "make_output_dir", "output_paths",
            "remove_temporaries", "reusable_summary", "stream_path"]

@@ -6,7 +6,6 @@ figures measured by :mod:`rsmoe.pretrain.quality`.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io.atomic import atomic_write_json, atomic_write_text
+from ..io.digest import file_sha256
 
 WEIGHTS = "model.safetensors"
 
@@ -77,14 +77,6 @@ backbone and this head.""",
 }
 
 
-def sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _pct(x: float) -> str:
     return f"{100.0 * x:.1f}"
 
@@ -142,7 +134,7 @@ def write_card(folder: Path, kind: str, command: str, args: dict[str, Any], run:
         "steps": result.steps, "train_seconds": round(result.seconds, 1),
         "total_seconds": round(run["total_seconds"], 1), "total_cpu_seconds": round(run["total_cpu_seconds"], 1),
         "final_loss": result.last, "loss_history": result.history,
-        "weights": {"file": WEIGHTS, "bytes": weights.stat().st_size, "sha256": sha256(weights)},
+        "weights": {"file": WEIGHTS, "bytes": weights.stat().st_size, "sha256": file_sha256(weights)},
         "environment": {"torch": torch.__version__, "transformers": transformers.__version__,
                         "python": platform.python_version(), "cpu_count": os.cpu_count(),
                         "threads": torch.get_num_threads()},
@@ -192,4 +184,4 @@ def card_markdown(kind: str, record: dict[str, Any], notes: str = "") -> str:
     return "\n".join(lines)
 
 
-__all__ = ["NOTES", "WEIGHTS", "card_markdown", "quality_lines", "refresh_card", "sha256", "write_card"]
+__all__ = ["NOTES", "WEIGHTS", "card_markdown", "quality_lines", "refresh_card", "write_card"]

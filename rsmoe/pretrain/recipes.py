@@ -7,43 +7,19 @@ staging folder and measures its quality; :func:`run_recipe` then writes the card
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 
-from ..io.atomic import FILE_MODE
 from ..hf_logging import quiet_transformers
+from ..io.atomic import atomic_directory
 from .card import write_card
 from .cli import HELD_OUT_ACQUISITIONS, RECIPES
 
 Log = Callable[[str], None] | None
-
-
-@contextlib.contextmanager
-def staging_folder(out: str | os.PathLike) -> Iterator[Path]:
-    """A fresh sibling folder of ``out``; on success it replaces ``out``, on error it is deleted."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-        for path in tmp.iterdir():
-            path.chmod(FILE_MODE)
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -152,7 +128,8 @@ def run_recipe(args: argparse.Namespace) -> Path:
     """Train, measure and write ``args.out`` (model files, ``README.md``, ``recipe.json``); returns the folder."""
     log: Log = None if args.quiet else (lambda s: print(f"[pretrain {args.model}] {s}", flush=True))
     start, cpu = time.perf_counter(), time.process_time()
-    with staging_folder(args.out) as folder:
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_directory(args.out) as folder:
         run = RUNNERS[args.model](args, folder, log)
         run["total_seconds"] = time.perf_counter() - start
         run["total_cpu_seconds"] = time.process_time() - cpu
@@ -160,4 +137,4 @@ def run_recipe(args: argparse.Namespace) -> Path:
     return Path(args.out)
 
 
-__all__ = ["RUNNERS", "command_line", "run_backbone", "run_clip", "run_depth", "run_recipe", "staging_folder"]
+__all__ = ["RUNNERS", "command_line", "run_backbone", "run_clip", "run_depth", "run_recipe"]

@@ -32,7 +32,6 @@ Both kinds of file have the same keys and shapes, so only the file's hash tells 
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from pathlib import Path
 from torch import Tensor
 
 from ...errors import CheckpointError
+from ...io import digest
 from ...io.atomic import atomic_path
 from ...io.torch_files import read_safetensors, read_state_dict
 
@@ -68,11 +68,7 @@ METADATA_KEYS = ("format", "kernel_layout", "source", "source_file", "source_sha
 
 @functools.lru_cache(maxsize=16)
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:  # noqa: ARG001 - size/mtime key the cache
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return digest.file_sha256(path)
 
 
 def file_sha256(path: str | os.PathLike) -> str:
